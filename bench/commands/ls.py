@@ -1,0 +1,42 @@
+"""``bench ls models`` and ``bench ls modalities``."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from bench.console import console
+
+ls_app = typer.Typer(help="List registered models or modality codes.", no_args_is_help=True)
+
+
+@ls_app.command("models")
+def ls_models() -> None:
+    """Every registered model adapter and the modalities it consumes."""
+    from bench import registry
+
+    t = Table(title="registered models")
+    for col in ("name", "paper name", "consumes", "requires", "adapter", "summary"):
+        t.add_column(col)
+    for e in registry.entries():
+        t.add_row(e.name, e.paper_name, str(e.consumes), str(e.requires) or "-", e.target, e.summary)
+    console.print(t)
+
+
+@ls_app.command("modalities")
+def ls_modalities() -> None:
+    """The five modality codes, in canonical order."""
+    from bench.modalities import ORDER, SEQUENTIAL
+
+    t = Table(title="modalities")
+    t.add_column("code")
+    t.add_column("name")
+    for m in ORDER:
+        t.add_row(m.value, m.long_name)
+    console.print(t)
+    console.print("canonical order: " + ",".join(m.value for m in ORDER)
+                  + "   paper's sequential order: " + " -> ".join(m.value for m in SEQUENTIAL))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ls_app, name="ls")
