@@ -1,0 +1,62 @@
+"""``bench run``: one benchmark cell end to end (catalog, features, pretrain, embed, evaluate, result)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bench.console import UserError, console
+
+
+def _cell(model: str, modalities: str, data: Optional[str], split: str, preset: str, seed: int,
+          sets: list[str]):
+    from bench.modalities import ModalityError, ModalitySet
+    from bench.pipeline import CellSpec, parse_overrides
+    from bench.registry import ModalityNotSupported, RegistryError
+
+    try:
+        mods = ModalitySet.parse(modalities)
+    except ModalityError as exc:
+        raise UserError(str(exc)) from None
+    cell = CellSpec(model=model, modalities=mods, data=data, split=split, preset=preset, seed=seed,
+                    overrides=parse_overrides(sets))
+    return cell, (ModalityNotSupported, RegistryError)
+
+
+def run(
+    model: str = typer.Option(..., "--model", "-m", help="registered model name (see `bench ls models`)"),
+    modalities: str = typer.Option(..., "--modalities", help="comma-separated codes, e.g. I,T,Tab,V,A"),
+    data: Optional[str] = typer.Option(None, "--data", help="catalog: synthetic[:mini|default|large], m5product:PATH, manifest:PATH"),
+    split: str = typer.Option("full", "--split", help="pretraining split: subset or full"),
+    preset: str = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) or paper"),
+    seed: int = typer.Option(0, "--seed"),
+    sets: list[str] = typer.Option([], "--set", help="config override key=value (repeatable), e.g. harmonize=uniform"),
+    results: Optional[Path] = typer.Option(None, "--results", help="directory for result files (default $M5BENCH_HOME/results)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and what is cached, do nothing"),
+    force: bool = typer.Option(False, "--force", help="recompute even if the result file exists"),
+) -> None:
+    """Pretrain MODEL on MODALITIES, embed the evaluation listings, score them, write a result file."""
+    from bench.pipeline import plan_cell, run_cell
+
+    cell, refusals = _cell(model, modalities, data, split, preset, seed, sets)
+    try:
+        plan = plan_cell(cell, results)
+    except refusals as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"[bold]cell[/] {cell.describe()}")
+    if dry_run:
+        from bench.pipeline import describe_cache
+
+        for line in describe_cache(plan):
+            console.print("  " + line)
+        return
+    if plan.result_path.exists() and not force:
+        console.print(f"[green]result exists[/] {plan.result_path} (use --force to recompute)")
+        return
+    run_cell(plan)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

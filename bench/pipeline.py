@@ -1,0 +1,280 @@
+"""The headline job: catalog -> features -> pretrain -> embed -> evaluate -> result file.
+
+``bench run`` is a thin CLI over :func:`run_cell`. Every stage is cached on disk under
+``$M5BENCH_HOME`` and keyed by what determines it (catalog fingerprint, feature config, model,
+modalities, preset, overrides, split, seed), so a second run reuses what it can and says so.
+This module knows models only through the registry and the adapter contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import registry
+from bench.console import UserError, console
+from bench.modalities import Modality, ModalitySet
+
+SPLITS = ("subset", "full")
+#: Overrides that configure the pipeline rather than the model or the training loop.
+PIPELINE_KEYS = {"pretrain_incomplete": True}
+
+
+def m5bench_home() -> Path:
+    return Path(os.environ.get("M5BENCH_HOME", Path.home() / ".cache" / "m5bench"))
+
+
+def default_results_dir() -> Path:
+    return m5bench_home() / "results"
+
+
+@dataclass
+class CellSpec:
+    """Everything that identifies one result cell."""
+
+    model: str
+    modalities: ModalitySet
+    data: str | None = None  # catalog source; None = the embedded synthetic default
+    split: str = "full"
+    preset: str = "tiny"
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        ov = " ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+        return (f"{self.model} on {self.modalities} | data={self.data or 'synthetic'} split={self.split} "
+                f"preset={self.preset} seed={self.seed}" + (f" | {ov}" if ov else ""))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["harmonize=uniform", "epochs=2"]`` -> typed dict (JSON literals where they parse)."""
+    out: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, raw = p.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got {p!r}")
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            val = {"True": True, "False": False}.get(raw, raw)
+        out[key.strip()] = val
+    return out
+
+
+def _split_overrides(cfg_cls: type, train_cls: type, overrides: dict[str, Any]) -> tuple[dict, dict, dict]:
+    model_fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    train_fields = {f.name for f in dataclasses.fields(train_cls)}
+    model_ov, train_ov, pipe_ov = {}, {}, dict(PIPELINE_KEYS)
+    for k, v in overrides.items():
+        if k in PIPELINE_KEYS:
+            pipe_ov[k] = v
+        elif k in model_fields:
+            model_ov[k] = v
+        elif k.removeprefix("train.") in train_fields:
+            train_ov[k.removeprefix("train.")] = v
+        else:
+            known = sorted(model_fields | train_fields | set(PIPELINE_KEYS))
+            close = difflib.get_close_matches(k, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown setting {k!r} for this model.{hint} Known: {', '.join(known)}")
+    return model_ov, train_ov, pipe_ov
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Plan:
+    """What a cell will do, resolved before any work starts (printed by ``--dry-run``)."""
+
+    cell: CellSpec
+    entry: registry.ModelEntry
+    model_overrides: dict[str, Any]
+    train_overrides: dict[str, Any]
+    pipeline: dict[str, Any]
+    result_path: Path
+
+
+def plan_cell(cell: CellSpec, results_dir: Path | None = None) -> Plan:
+    """Check the request (model, modalities, split, overrides) and resolve where results go.
+
+    Everything that can be refused is refused here, before any data or model work.
+    """
+    from bench.engine import TrainConfig
+    from bench.results import cell_filename
+
+    entry = registry.get(cell.model)
+    entry.check(cell.modalities)
+    if cell.split not in SPLITS:
+        raise UserError(f"unknown split {cell.split!r}; choose from {', '.join(SPLITS)}")
+    cls = entry.load()
+    if cell.preset not in cls.config_cls.presets():
+        raise UserError(f"unknown preset {cell.preset!r} for {cell.model}; choose from {sorted(cls.config_cls.presets())}")
+    model_ov, train_ov, pipe = _split_overrides(cls.config_cls, TrainConfig, cell.overrides)
+    results_dir = Path(results_dir) if results_dir else default_results_dir()
+    name = cell_filename(cell.model, cell.modalities.key, cell.split, cell.preset, cell.seed, cell.overrides)
+    return Plan(cell, entry, model_ov, train_ov, pipe, results_dir / name)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str) -> "_Lap":
+        return _Lap(self, name)
+
+
+class _Lap:
+    def __init__(self, sw: Stopwatch, name: str) -> None:
+        self.sw, self.name = sw, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.sw.timings[self.name] = round(self.sw.timings.get(self.name, 0.0) + time.perf_counter() - self.t0, 3)
+
+
+def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = console.print) -> dict[str, Any]:
+    """Run one cell end to end and write its result file atomically. Returns the result dict."""
+    import numpy as np
+    import torch
+
+    from bench.data import load_catalog
+    from bench.engine import TrainConfig, embed_rows, finetune_classifier, pretrain
+    from bench.eval.suite import evaluate
+    from bench.features import FeatureConfig, build_features
+    from bench.results import new_result, write_json_atomic
+
+    cell, sw = plan.cell, Stopwatch()
+    t_start = time.perf_counter()
+    mods = cell.modalities
+
+    with sw("catalog"):
+        catalog = load_catalog(cell.data, progress=progress)
+    say(f"[bold]catalog[/] {catalog.source}: {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]}")
+
+    with sw("features"):
+        fcfg = FeatureConfig()
+        store = build_features(catalog, fcfg, progress=progress)
+    spec = store.spec
+
+    # --- model and training configuration -------------------------------------------------------
+    cls = plan.entry.load()
+    model_cfg = cls.config_cls.preset(cell.preset, **plan.model_overrides)
+    hints = {k: getattr(model_cfg, k) for k in ("batch_size", "lr", "epochs", "warmup_ratio")
+             if hasattr(model_cfg, k)}
+    tcfg = TrainConfig(**{**hints, "seed": cell.seed, **plan.train_overrides})
+
+    rows = catalog.split_indices("pretrain_subset" if cell.split == "subset" else "pretrain_full")
+    if not plan.pipeline["pretrain_incomplete"]:
+        keep = np.ones(len(rows), dtype=bool)
+        for m in mods:
+            keep &= store.present(m)[rows]
+        rows = rows[keep]
+    if len(rows) < tcfg.batch_size:
+        raise UserError(f"only {len(rows)} pretraining listings for {mods}; need at least one batch of {tcfg.batch_size}")
+
+    key = _hash({"data": catalog.fingerprint, "features": fcfg.hash(), "model": cell.model,
+                 "mods": str(mods), "preset": cell.preset, "model_cfg": model_cfg.to_dict(),
+                 "train": dataclasses.asdict(tcfg), "split": cell.split, "pipeline": plan.pipeline})
+    run_dir = m5bench_home() / "runs" / f"{cell.model}-{mods.key}-{key}"
+
+    torch.manual_seed(cell.seed)
+    model = cls(model_cfg, spec, mods)
+    steps_per_epoch = len(rows) // tcfg.batch_size
+
+    def batches_for_epoch(epoch: int):
+        return store.batches(rows, mods, tcfg.batch_size, shuffle=True, seed=cell.seed * 10_007 + epoch, drop_last=True)
+
+    final = run_dir / "final"
+    with sw("pretrain"):
+        if (final / "model.safetensors").exists():
+            model.load_weights(final)
+            say(f"[green]pretrain[/] cached: {final}")
+            train_info = json.loads((run_dir / "train_summary.json").read_text()) if (run_dir / "train_summary.json").exists() else {}
+        else:
+            res = pretrain(model, batches_for_epoch, steps_per_epoch, tcfg, run_dir, resume=True, progress=progress)
+            model.save_pretrained(final, cell=cell.describe())
+            train_info = res.summary() if hasattr(res, "summary") else {}
+            write_json_atomic(run_dir / "train_summary.json", train_info)
+
+    # --- embed and evaluate ---------------------------------------------------------------------
+    eval_rows = catalog.split_indices("gallery")
+    cls_train_rows = catalog.split_indices("cls_train")
+    with sw("embed"):
+        emb_eval = embed_rows(model, store.batches(eval_rows, mods, 128))
+        emb_train = embed_rows(model, store.batches(cls_train_rows, mods, 128))
+    cat_ids, prod_ids = catalog.category_ids(), catalog.product_ids()
+    eval_pos = {int(r): i for i, r in enumerate(eval_rows)}
+
+    def mask_of(name: str) -> np.ndarray:
+        m = np.zeros(len(eval_rows), dtype=bool)
+        for r in catalog.split_indices(name):
+            if int(r) in eval_pos:
+                m[eval_pos[int(r)]] = True
+        return m
+
+    masks = dict(coarse_query=mask_of("coarse_query"), fine_query=mask_of("fine_query"), cls_test=mask_of("cls_test"))
+    with sw("evaluate"):
+        pre = evaluate(emb_eval, category=cat_ids[eval_rows], product=prod_ids[eval_rows],
+                       coarse_query=masks["coarse_query"], fine_query=masks["fine_query"],
+                       cls_test=masks["cls_test"], train_embeddings=emb_train,
+                       train_category=cat_ids[cls_train_rows], seed=cell.seed)
+
+    with sw("finetune"):
+        ft_steps = max(1, len(cls_train_rows) // tcfg.batch_size)
+
+        def ft_batches(epoch: int):
+            return store.batches(cls_train_rows, mods, tcfg.batch_size, shuffle=True,
+                                 seed=cell.seed * 10_007 + 5_000 + epoch, drop_last=True)
+
+        ft = finetune_classifier(model, ft_batches, ft_steps, store.batches(eval_rows, mods, 128),
+                                 num_classes=spec.num_categories, cfg=tcfg)
+    with sw("evaluate"):
+        fin = evaluate(np.asarray(ft["features"]), category=cat_ids[eval_rows], product=prod_ids[eval_rows],
+                       coarse_query=masks["coarse_query"], fine_query=masks["fine_query"],
+                       cls_test=None, seed=cell.seed, retrieval_only=True)
+        pred = np.asarray(ft["predictions"])
+        from bench.eval.classification import accuracy_from_predictions
+
+        fin["metrics"]["cls/accuracy[finetune]"] = accuracy_from_predictions(
+            pred[masks["cls_test"]], cat_ids[eval_rows][masks["cls_test"]])
+
+    sw.timings["total"] = round(time.perf_counter() - t_start, 3)
+    missing = {m.value: int((~store.present(m)[eval_rows]).sum()) for m in mods}
+    result = new_result(
+        cell={"model": cell.model, "modalities": str(mods), "split": cell.split, "preset": cell.preset,
+              "seed": cell.seed, "overrides": cell.overrides},
+        data={"source": catalog.source, "fingerprint": catalog.fingerprint,
+              "description": catalog.info.get("description", catalog.source),
+              "is_m5product": catalog.source.startswith("m5product"), "listings": len(catalog.dataset)},
+        config={"model": model_cfg.to_dict(), "train": dataclasses.asdict(tcfg), "features": fcfg.to_dict()
+                if hasattr(fcfg, "to_dict") else dataclasses.asdict(fcfg), "spec": spec.to_dict(),
+                "pipeline": plan.pipeline},
+        metrics={"pretrain": pre["metrics"], "finetune": fin["metrics"]},
+        definitions={**pre.get("definitions", {}), **fin.get("definitions", {})},
+        counts={"pretrain_listings": int(len(rows)), "eval_listings": int(len(eval_rows)),
+                "cls_train_listings": int(len(cls_train_rows)), "missing_in_eval": missing,
+                **pre.get("counts", {})},
+        extra={**model.extra_state(), "train": train_info},
+        timings=sw.timings,
+    )
+    path = write_json_atomic(plan.result_path, result)
+    np.savez_compressed(
+        path.with_suffix(".embeddings.npz"),
+        embeddings=emb_eval.astype("float32"),
+        item_id=np.asarray(catalog.dataset.select(eval_rows.tolist())["item_id"]),
+        category=np.asarray([catalog.category_names[c] for c in cat_ids[eval_rows]]),
+        product=np.asarray([catalog.product_names[p] for p in prod_ids[eval_rows]]),
+    )
+    say(f"[bold green]result[/] {path}")
+    return result
