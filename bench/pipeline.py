@@ -149,7 +149,9 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
     import torch
 
     from bench.data import load_catalog
-    from bench.engine import TrainConfig, embed_rows, finetune_classifier, pretrain
+    from bench.embedding import embed_rows
+    from bench.engine import TrainConfig, pretrain
+    from bench.finetune import finetune_classifier
     from bench.eval.suite import evaluate
     from bench.features import FeatureConfig, build_features
     from bench.results import new_result, write_json_atomic
@@ -242,12 +244,8 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
     with sw("evaluate"):
         fin = evaluate(np.asarray(ft["features"]), category=cat_ids[eval_rows], product=prod_ids[eval_rows],
                        coarse_query=masks["coarse_query"], fine_query=masks["fine_query"],
-                       cls_test=None, seed=cell.seed, retrieval_only=True)
-        pred = np.asarray(ft["predictions"])
-        from bench.eval.classification import accuracy_from_predictions
-
-        fin["metrics"]["cls/accuracy[finetune]"] = accuracy_from_predictions(
-            pred[masks["cls_test"]], cat_ids[eval_rows][masks["cls_test"]])
+                       cls_test=masks["cls_test"], head_predictions=np.asarray(ft["predictions"])[masks["cls_test"]],
+                       seed=cell.seed, tasks=("retrieval", "classification"))
 
     sw.timings["total"] = round(time.perf_counter() - t_start, 3)
     missing = {m.value: int((~store.present(m)[eval_rows]).sum()) for m in mods}

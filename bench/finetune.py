@@ -1,0 +1,156 @@
+"""The paper's fine-tuned classification (reference notes, sec. 2.3).
+
+Full fine-tuning of the pretrained backbone plus a head ``dense1 (D -> 1024) -> dropout 0.1 ->
+dense2 (1024 -> classes)`` with no non-linearity in between, cross-entropy on the category. The
+1024-d ``dense1`` output of the fine-tuned model is the paper's "dense_feature", which the
+pipeline can also score retrieval with. The caller's pretrained model is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.adapter import Adapter
+from bench.console import UserError
+from bench.engine import BatchFactory, TrainConfig, derive_seed, train
+from bench.features.batch import Batch
+
+
+class ClassificationHead(nn.Module):
+    """``dense1 -> dropout -> dense2``; :meth:`features` is the fine-tuned retrieval feature."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 1024, dropout: float = 0.1):
+        super().__init__()
+        self.dense1 = nn.Linear(in_dim, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.dense2 = nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense1(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense2(self.dropout(self.dense1(x)))
+
+
+class _Classifier(nn.Module):
+    """Backbone + head with a ``forward(batch, generator) -> {"loss": ...}`` for the engine."""
+
+    def __init__(self, backbone: Adapter, head: ClassificationHead):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        logits = self.head(self.backbone.classification_features(batch)).float()
+        labels = batch.category
+        known = labels >= 0
+        if not bool(known.any()):  # a batch of unlabelled rows teaches nothing (and mean() would be NaN)
+            return {"loss": logits.sum() * 0.0, "acc": torch.zeros((), device=logits.device)}
+        loss = F.cross_entropy(logits, labels, ignore_index=-1)
+        acc = (logits.argmax(-1)[known] == labels[known]).float().mean()
+        return {"loss": loss, "acc": acc.detach()}
+
+
+def finetune_classifier(
+    model: Adapter,
+    train_batches_for_epoch: BatchFactory,
+    steps_per_epoch: int | None,
+    test_batches: Iterable[Batch],
+    num_classes: int,
+    cfg: TrainConfig,
+    *,
+    backbone_lr: float | None = None,
+    hidden: int = 1024,
+    dropout: float = 0.1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune a copy of ``model`` with the paper's classification head; score the test rows.
+
+    Trains backbone and head together on ``batch.category`` (rows with category -1 are ignored)
+    with the loop of :func:`bench.engine.train` (AdamW, warmup + linear decay, clipping, same
+    seeding); ``backbone_lr`` (default ``cfg.lr``) sets the backbone's learning rate, the head
+    always uses ``cfg.lr``. Returns a dict with ``accuracy`` (fraction of labelled test rows,
+    in [0, 1]), ``predictions``, ``labels`` and ``index`` (int64 ``[N]``, in test-batch order),
+    ``logits`` (float32 ``[N, C]``), ``features`` (float32 ``[N, hidden]``: the fine-tuned
+    ``dense1`` output, the paper's ``dense_feature``), ``train`` (the last training log line) and
+    ``num_test``.
+    """
+    if num_classes < 2:
+        raise UserError(f"classification needs at least 2 classes, got {num_classes}")
+    backbone = copy.deepcopy(model)  # the pretrained model is still needed by the caller
+    backbone.train()
+
+    # The head's input size is whatever classification_features gives: look at the first batch.
+    first_iter = iter(train_batches_for_epoch(0))
+    try:
+        first = next(first_iter)
+    except StopIteration:
+        raise UserError("the classification train split yields no batches") from None
+    device = next(backbone.parameters()).device
+    with torch.no_grad():
+        backbone.eval()
+        in_dim = int(backbone.classification_features(first.to(device)).shape[-1])
+        backbone.train()
+    with torch.random.fork_rng(devices=[]):  # the head's init follows cfg.seed, not the caller's RNG
+        torch.manual_seed(derive_seed(cfg.seed, 1024))
+        head = ClassificationHead(in_dim, num_classes, hidden=hidden, dropout=dropout).to(device)
+    _check_labels(first, num_classes)
+    peeked = [(first, first_iter)]
+
+    def factory(epoch: int) -> Iterable[Batch]:
+        if epoch == 0 and peeked:  # reuse the peeked epoch-0 stream once; the order is the same anyway
+            b, rest = peeked.pop()
+            return itertools.chain([b], rest)
+        return train_batches_for_epoch(epoch)
+
+    clf = _Classifier(backbone, head)
+    blr = cfg.lr if backbone_lr is None else backbone_lr
+    result = train(clf, factory, steps_per_epoch, cfg, progress=progress,
+                   lr_for=lambda name: blr if name.startswith("backbone.") else cfg.lr,
+                   description=f"finetune {type(model).__name__}")
+    out = _evaluate(clf, test_batches, num_classes)
+    out["train"] = result.last_log
+    return out
+
+
+def _check_labels(batch: Batch, num_classes: int) -> None:
+    if int(batch.category.max()) >= num_classes:
+        raise UserError(f"category id {int(batch.category.max())} is out of range for {num_classes} classes")
+
+
+@torch.no_grad()
+def _evaluate(clf: _Classifier, test_batches: Iterable[Batch], num_classes: int) -> dict[str, Any]:
+    clf.eval()
+    device = next(clf.parameters()).device
+    feats, logits, labels, index = [], [], [], []
+    for batch in test_batches:
+        _check_labels(batch, num_classes)
+        batch = batch.to(device)
+        h = clf.head.features(clf.backbone.classification_features(batch))
+        feats.append(h.float().cpu())
+        logits.append(clf.head.dense2(h).float().cpu())
+        labels.append(batch.category.cpu())
+        index.append(batch.index.cpu())
+    if not feats:
+        raise UserError("the classification test split yields no batches")
+    logit = torch.cat(logits)
+    label = torch.cat(labels)
+    pred = logit.argmax(-1)
+    known = label >= 0
+    acc = float((pred[known] == label[known]).float().mean()) if bool(known.any()) else float("nan")
+    return {
+        "accuracy": acc,
+        "predictions": pred.numpy().astype(np.int64),
+        "labels": label.numpy().astype(np.int64),
+        "index": torch.cat(index).numpy().astype(np.int64),
+        "logits": logit.numpy().astype(np.float32),
+        "features": torch.cat(feats).numpy().astype(np.float32),
+        "num_test": int(label.shape[0]),
+    }

@@ -1,0 +1,65 @@
+"""The paper's fine-tuned classification head and the embedding step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.console import UserError
+from bench.embedding import embed_rows
+from bench.engine import TrainConfig
+from bench.finetune import finetune_classifier
+from test_engine_helpers import SPEC, Factory, labelled_batch, make_model, same_weights, weights
+
+TRAIN = Factory([labelled_batch(i, size=16) for i in range(6)])
+TEST = [labelled_batch(1000 + i, size=16) for i in range(3)]
+CFG = TrainConfig(epochs=4, lr=3e-3, warmup_ratio=0.1, log_every=1, seed=1)
+
+
+def test_finetune_learns_separable_classes_and_leaves_model_alone():
+    model = make_model()
+    before = weights(model)
+    out = finetune_classifier(model, TRAIN, len(TRAIN), TEST, SPEC.num_categories, CFG)
+    assert same_weights(before, weights(model))  # fine-tuning works on a copy
+    n = sum(b.size for b in TEST)
+    assert out["num_test"] == n and out["features"].shape == (n, 1024) and out["features"].dtype == np.float32
+    assert out["logits"].shape == (n, SPEC.num_categories)
+    labels = torch.cat([b.category for b in TEST]).numpy()
+    assert np.array_equal(out["labels"], labels)
+    assert np.array_equal(out["index"], torch.cat([b.index for b in TEST]).numpy())
+    assert out["accuracy"] == pytest.approx(float((out["predictions"] == labels).mean()))
+    assert out["accuracy"] >= 0.95, out["accuracy"]  # chance is 0.25
+    assert np.isfinite(out["train"]["loss"])
+
+
+def test_finetune_is_deterministic_and_backbone_lr_matters():
+    a = finetune_classifier(make_model(), TRAIN, len(TRAIN), TEST, SPEC.num_categories, CFG)
+    b = finetune_classifier(make_model(), TRAIN, None, TEST, SPEC.num_categories, CFG)  # counted steps
+    assert np.array_equal(a["features"], b["features"])
+    frozen = finetune_classifier(make_model(), TRAIN, len(TRAIN), TEST, SPEC.num_categories, CFG, backbone_lr=0.0)
+    assert not np.array_equal(a["features"], frozen["features"])
+
+
+def test_finetune_rejects_bad_labels():
+    with pytest.raises(UserError, match="out of range"):
+        finetune_classifier(make_model(), TRAIN, len(TRAIN), TEST, 2, CFG)
+
+
+def test_embed_rows_order_dtype_mode_and_variants():
+    model = make_model()
+    model.train()
+    vecs = embed_rows(model, TEST)
+    assert vecs.shape == (48, 16) and vecs.dtype == np.float32 and model.training
+    with torch.no_grad():
+        model.eval()
+        direct = torch.cat([model.embed(b) for b in TEST]).numpy()
+    np.testing.assert_array_equal(vecs, direct)
+    # eval mode: dropout off, so a second pass gives the same numbers
+    model.train()
+    np.testing.assert_array_equal(vecs, embed_rows(model, iter(TEST)))
+    var = embed_rows(model, TEST, variants=True)
+    assert set(var) == {"default", "sum"} and var["sum"].shape == (48, 16)
+    np.testing.assert_array_equal(var["default"], vecs)
+    with pytest.raises(ValueError, match="no batches"):
+        embed_rows(model, [])
