@@ -33,7 +33,7 @@ for _name in _COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors print one line and exit non-zero, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except UserError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    # standalone_mode=False returns typer.Exit codes instead of exiting with them
+    if isinstance(rc, int) and rc != 0:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,19 @@ Split semantics (deterministic, recorded in the catalog's ``info.json``):
   and a query never retrieves itself (the official leave-one-out protocol).
 * fine-grained retrieval: queries are eval rows with ``fine_query`` (their product has at least two
   eval listings, so every query has a positive); the gallery is every eval row.
+
+Refinements (how the loaders in :mod:`bench.data.catalog` fill these columns):
+
+* a missing modality is ``None`` for ``title`` and the media paths, and ``[]`` for ``table``; a
+  listing with an unreadable file or a malformed field has that modality missing (counted in
+  ``Catalog.skips``), never a half-valid value;
+* without id lists from the source, eval membership is drawn per *product* from a hash of
+  ``product_id`` and the split seed, so all listings of a held-out product are held out together
+  (where a source has no product ids, ``product_id == item_id`` and the draw is per listing);
+  ``subset`` is drawn per listing from a hash of ``item_id``;
+* ``cls_split == "train"`` is the whole pretraining pool (unless the source lists its own
+  fine-tuning ids), and ``"test"`` the eval rows whose category occurs in training;
+* ``coarse_query`` marks eval rows whose category has another eval listing.
 """
 
 from __future__ import annotations

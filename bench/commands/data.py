@@ -1,0 +1,94 @@
+"""``bench data synth | validate | stats``: make, check and describe catalogs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bench.console import console, err_console
+
+data_app = typer.Typer(help="Generate, validate and describe listing catalogs.", no_args_is_help=True)
+
+
+def _source_for(path_or_source: str) -> str:
+    """A source string from either a source (``m5product:...``) or a bare path (dir -> m5product, file -> manifest)."""
+    if path_or_source == "synthetic" or path_or_source.split(":", 1)[0] in ("synthetic", "m5product", "manifest"):
+        return path_or_source
+    from bench.data.errors import CatalogError
+
+    p = Path(path_or_source).expanduser()
+    if not p.exists():
+        raise CatalogError("no such file or directory", path=p)
+    return f"m5product:{p}" if p.is_dir() else f"manifest:{p}"
+
+
+@data_app.command("synth")
+def synth(
+    out: Path = typer.Option(..., "--out", help="Directory to create (must not exist or be empty)."),
+    size: str = typer.Option("default", "--size", help="mini (~1,500 listings), default (~5,000) or large (~50,000)."),
+    seed: int = typer.Option(0, "--seed", help="Generator seed; same seed and version give byte-identical files."),
+    n_listings: Optional[int] = typer.Option(None, "--n-listings", hidden=True, help="Override the listing count (tests)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes for rendering media (default: CPUs, max 4)."),
+) -> None:
+    """Generate the synthetic catalog (real JPEG / MP4 / MP3 files) in the M5Product release layout."""
+    import time
+
+    from bench.console import UserError
+    from bench.data.synth import SIZES, config_for, generate
+
+    if size not in SIZES:
+        raise UserError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty")
+    t0 = time.perf_counter()
+    with err_console.status(f"generating synthetic {size} catalog (seed {seed}) ..."):
+        info = generate(out, config_for(size, seed, n_listings), workers=workers)
+    c = info["counts"]
+    console.print(f"wrote {c['listings']} listings ({c['categories']} categories, {c['products']} products, "
+                  f"{c['image']} images, {c['video']} videos, {c['audio']} audios) to {out} "
+                  f"in {time.perf_counter() - t0:.1f} s")
+
+
+@data_app.command("validate")
+def validate(
+    path: str = typer.Argument(..., help="A catalog: a release directory, a manifest file, or a source string "
+                                         "(m5product:PATH, manifest:PATH, synthetic[:SIZE])."),
+) -> None:
+    """Check every listing and media file of a catalog.
+
+    Exit 0 with per-reason counts when only listings have problems (they are skipped or lose a modality); exit 2 naming the file and line when a whole file is broken.
+    """
+    from bench.data.catalog import load_catalog
+    from bench.data.errors import CatalogError
+    from bench.data.report import skips_table
+
+    try:
+        cat = load_catalog(_source_for(path), progress=False)
+    except CatalogError as exc:
+        err_console.print(f"[bold red]invalid catalog:[/] {exc}")
+        # SystemExit, not typer.Exit: bench.cli.main runs click with standalone_mode=False, which
+        # turns typer.Exit into a return value and so would exit 0.
+        raise SystemExit(exc.exit_code) from None
+    if cat.skips:
+        console.print(skips_table(cat.skips))
+    n_problems = sum(cat.skips.values())
+    console.print(f"{len(cat)} listings usable; {n_problems} listing-level problem(s); fingerprint {cat.fingerprint}")
+
+
+@data_app.command("stats")
+def stats(
+    source: str = typer.Argument("synthetic", help="synthetic[:SIZE[:SEED]], m5product:PATH, manifest:PATH, or a path."),
+) -> None:
+    """Listings, categories, products, super-categories, modality presence, split sizes and skip counts."""
+    from bench.data.catalog import load_catalog
+    from bench.data.report import stats_tables
+
+    cat = load_catalog(_source_for(source), progress=False)
+    for t in stats_tables(cat):
+        console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

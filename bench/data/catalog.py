@@ -1,0 +1,326 @@
+"""``load_catalog``: every source becomes one :class:`Catalog` (a ``datasets.Dataset`` of listings).
+
+Sources:
+
+* ``None`` / ``"synthetic"`` / ``"synthetic:SIZE"`` / ``"synthetic:SIZE:SEED"``: the embedded
+  synthetic catalog (``SIZE`` in mini, default, large; seed 0 by default), generated on first use
+  into ``$M5BENCH_HOME/catalogs/synthetic-SIZE-seedN-vV/``;
+* ``"m5product:PATH"``: the official M5Product release layout (meta_info records and/or the
+  SCALE code's id_info JSON, media by item id, split id lists, fine-grained GT, precomputed features);
+* ``"manifest:PATH"``: a CSV / TSV / JSONL / JSON / Parquet table of listings.
+
+Loading validates every media file (cached), applies the schema's split rules, fingerprints the
+content and prints a summary with the per-reason counts of listing-level problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data.errors import CatalogError
+from bench.data.schema import COLUMNS, EVAL, FEATURES, MEDIA_COLUMNS, PRETRAIN
+
+SPLIT_NAMES = ("pretrain_subset", "pretrain_full", "cls_train", "cls_test", "coarse_query", "fine_query", "gallery")
+#: Bumped when the fingerprint recipe changes, so old caches keyed by it are not reused.
+FINGERPRINT_VERSION = "1"
+
+
+@dataclass
+class Catalog:
+    """One catalog of listings, whatever its source.
+
+    ``dataset`` has exactly :data:`bench.data.schema.FEATURES` columns with absolute media paths;
+    ``fingerprint`` is a content hash (rows and media bytes) that keys everything downstream;
+    ``skips`` counts listing-level problems by reason.
+    """
+
+    dataset: Any  # datasets.Dataset
+    fingerprint: str
+    source: str
+    root: Path
+    info: dict[str, Any]
+    skips: Counter = field(default_factory=Counter)
+    category_names: list[str] = field(default_factory=list)
+    product_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @cached_property
+    def _columns(self) -> dict[str, np.ndarray]:
+        cols = ("category", "product_id", "split", "subset", "cls_split", "coarse_query", "fine_query")
+        d = self.dataset.select_columns(list(cols)).to_dict()
+        return {k: np.asarray(d[k], dtype=object) for k in cols}
+
+    def category_ids(self) -> np.ndarray:
+        """Contiguous category id per row (index into :attr:`category_names`), int64."""
+        lut = {c: i for i, c in enumerate(self.category_names)}
+        return np.fromiter((lut[c] for c in self._columns["category"]), dtype=np.int64, count=len(self))
+
+    def product_ids(self) -> np.ndarray:
+        """Contiguous product id per row (index into :attr:`product_names`), int64."""
+        lut = {c: i for i, c in enumerate(self.product_names)}
+        return np.fromiter((lut[c] for c in self._columns["product_id"]), dtype=np.int64, count=len(self))
+
+    def split_indices(self, name: str) -> np.ndarray:
+        """Sorted int64 row indices of a named split: ``pretrain_subset``, ``pretrain_full``,
+        ``cls_train``, ``cls_test``, ``coarse_query``, ``fine_query`` or ``gallery`` (all eval rows)."""
+        c = self._columns
+        if name == "pretrain_subset":
+            mask = (c["split"] == PRETRAIN) & c["subset"].astype(bool)
+        elif name == "pretrain_full":
+            mask = c["split"] == PRETRAIN
+        elif name == "cls_train":
+            mask = c["cls_split"] == "train"
+        elif name == "cls_test":
+            mask = c["cls_split"] == "test"
+        elif name == "coarse_query":
+            mask = c["coarse_query"].astype(bool)
+        elif name == "fine_query":
+            mask = c["fine_query"].astype(bool)
+        elif name == "gallery":
+            mask = c["split"] == EVAL
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(name, SPLIT_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CatalogError(f"unknown split {name!r}{hint}; choose one of {', '.join(SPLIT_NAMES)}")
+        return np.flatnonzero(mask).astype(np.int64)
+
+    @property
+    def super_categories(self) -> dict[str, str]:
+        """Category -> super-category, where the source knows it (the synthetic catalog does)."""
+        return dict(self.info.get("super_categories") or {})
+
+    def modality_presence(self) -> dict[str, float]:
+        """Fraction of listings that have each modality (I, T, Tab, V, A)."""
+        d = self.dataset.select_columns(["title", "table", "image", "video", "audio"]).to_dict()
+        n = max(len(self), 1)
+        return {
+            "I": sum(x is not None for x in d["image"]) / n,
+            "T": sum(bool(x) for x in d["title"]) / n,
+            "Tab": sum(bool(x) for x in d["table"]) / n,
+            "V": sum(x is not None for x in d["video"]) / n,
+            "A": sum(x is not None for x in d["audio"]) / n,
+        }
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def parse_source(source: str | None) -> tuple[str, str]:
+    """``(kind, argument)`` of a source string; kind is synthetic, m5product or manifest."""
+    if source is None or source == "synthetic":
+        return "synthetic", "default"
+    kind, sep, arg = source.partition(":")
+    if kind == "synthetic":
+        return kind, arg or "default"
+    if kind in ("m5product", "manifest") and sep and arg:
+        return kind, arg
+    raise CatalogError(f"unknown catalog source {source!r}: use synthetic[:mini|default|large[:SEED]], "
+                       "m5product:PATH or manifest:PATH")
+
+
+def synthetic_dir(size: str, seed: int) -> Path:
+    from bench.data.paths import catalogs_dir
+    from bench.data.synth import GENERATOR_VERSION
+
+    return catalogs_dir() / f"synthetic-{size}-seed{seed}-v{GENERATOR_VERSION}"
+
+
+def ensure_synthetic(size: str, seed: int = 0, *, progress: bool = True) -> Path:
+    """The synthetic catalog's directory, generating it on first use (atomically: temp dir + rename)."""
+    from bench.console import err_console
+    from bench.data.synth import SIZES, config_for, generate
+
+    if size not in SIZES:
+        raise CatalogError(f"unknown synthetic size {size!r}; choose one of {', '.join(SIZES)}")
+    out = synthetic_dir(size, seed)
+    if (out / "info.json").is_file():
+        return out
+    if progress:
+        err_console.print(f"generating the synthetic {size} catalog (seed {seed}) into {out} ...")
+    try:
+        generate(out, config_for(size, seed))
+    except OSError:
+        # Another process finished the same catalog first: its rename won, ours was discarded.
+        if not (out / "info.json").is_file():
+            raise
+    return out
+
+
+def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, source: str, root: Path,
+                     skips: Counter, split_seed: int, progress: bool) -> Catalog:
+    import datasets
+
+    from bench.data.media import ValidationCache
+    from bench.data.splits import assign_splits
+
+    # Listings without a label cannot be evaluated or trained on: drop them, counted.
+    kept = []
+    for r in recs:
+        if r["category"] is None:
+            skips["label_missing"] += 1
+        else:
+            kept.append(r)
+    for r in kept:
+        skips.update(r["problems"])
+
+    items = [(r[k], k) for r in kept for k in MEDIA_COLUMNS if r[k] is not None]
+    cache = ValidationCache()
+    try:
+        checks = cache.check(items, progress=progress and len(items) > 500)
+    finally:
+        cache.close()
+    for r in kept:
+        for k in MEDIA_COLUMNS:
+            p = r[k]
+            if p is None:
+                continue
+            chk = checks[p]
+            if not chk.ok:
+                skips[chk.reason] += 1
+                r[k] = None
+
+    item_ids = [r["item_id"] for r in kept]
+    product_ids = [r["product_id"] or r["item_id"] for r in kept]
+    categories = [r["category"] for r in kept]
+    eval_fraction = src_info.get("eval_fraction")
+    split_kwargs = {} if eval_fraction is None else {"eval_fraction": eval_fraction}
+    lists = src_info.get("split_lists") or {}
+    cols = assign_splits(item_ids, product_ids, categories, seed=split_seed, lists=lists, **split_kwargs)
+
+    data: dict[str, list] = {
+        "item_id": item_ids,
+        "product_id": product_ids,
+        "category": categories,
+        "title": [r["title"] for r in kept],
+        "table": [r["table"] or [] for r in kept],
+        "image": [r["image"] for r in kept],
+        "video": [r["video"] for r in kept],
+        "audio": [r["audio"] for r in kept],
+        **cols,
+    }
+    assert tuple(data) == COLUMNS
+    # Build the Arrow table directly with the schema's types: Dataset.from_dict would re-encode
+    # every nested table entity in Python.
+    import pyarrow as pa
+
+    ds = datasets.Dataset(pa.Table.from_pydict(data, schema=FEATURES.arrow_schema))
+    assert ds.features == FEATURES
+
+    # The fingerprint hashes the rows (media as path relative to the root + size + SHA-1), so it is
+    # stable across runs and machines and changes when any listing, split or media byte changes.
+    h = hashlib.sha256(f"m5bench-catalog-fp{FINGERPRINT_VERSION}\n".encode())
+    for i in range(len(kept)):
+        row = {k: data[k][i] for k in COLUMNS}
+        for k in MEDIA_COLUMNS:
+            p = row[k]
+            if p is not None:
+                chk = checks[p]
+                try:
+                    rel = os.path.relpath(p, root)
+                except ValueError:
+                    rel = p
+                row[k] = [rel, chk.size, chk.sha1]
+        h.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+
+    label_list = src_info.get("label_list") or []
+    present = set(categories)
+    category_names = [c for c in dict.fromkeys(label_list) if c in present]
+    category_names += sorted(present - set(category_names))
+    product_names = sorted(set(product_ids))
+
+    gi = src_info.get("generator_info") or {}
+    info: dict[str, Any] = {
+        "source": source,
+        "root": str(root),
+        "files": src_info.get("files", {}),
+        "product_ids": src_info.get("product_ids"),
+        "precomputed": src_info.get("precomputed") or {"image_tsv": None, "video_npy_dir": None, "audio_npy_dir": None},
+        "split": {
+            "method": "id lists from the source" + (" (hash for rows they do not cover)" if lists else "") if lists
+            else "hash(product_id)+seed",
+            "seed": split_seed,
+            "roles_from_lists": sorted(lists),
+            "eval_fraction": eval_fraction if eval_fraction is not None else __import__("bench.data.splits", fromlist=["x"]).DEFAULT_EVAL_FRACTION,
+        },
+        "counts": {
+            "listings": len(kept),
+            "categories": len(category_names),
+            "products": len(product_names),
+            "dropped": len(recs) - len(kept),
+        },
+        "skips": dict(skips),
+        "fingerprint_version": FINGERPRINT_VERSION,
+    }
+    what = (f"synthetic {gi.get('size')} catalog (seed {gi.get('seed')}, generator v{gi.get('generator_version')})"
+            if gi else source)
+    info["description"] = (f"{what}: {len(kept)} listings, {len(category_names)} categories, "
+                           f"{len(product_names)} products")
+    if gi:
+        info["generator"] = {k: gi.get(k) for k in ("generator", "generator_version", "seed", "size", "config")}
+        if "super_categories" in gi:
+            info["super_categories"] = gi["super_categories"]
+        if "groups" in gi:
+            info["groups"] = gi["groups"]
+    return Catalog(dataset=ds, fingerprint=h.hexdigest()[:32], source=source, root=root, info=info, skips=skips,
+                   category_names=category_names, product_names=product_names)
+
+
+def load_catalog(source: str | None = None, *, progress: bool = True, split_seed: int | None = None) -> Catalog:
+    """Load (and for ``synthetic``, generate on first use) a catalog.
+
+    ``source``: ``None``/``"synthetic"`` (default size), ``"synthetic:mini|default|large[:SEED]"``,
+    ``"m5product:PATH"`` or ``"manifest:PATH"``. ``progress`` shows bars and the summary table.
+    ``split_seed`` (default: the synthetic seed, else 0) seeds the hash split where the source has
+    no id lists. Listing-level problems are counted in ``catalog.skips``; a broken whole file raises
+    :class:`~bench.data.errors.CatalogError`.
+    """
+    from bench.data.loaders import read_m5product, read_manifest
+
+    kind, arg = parse_source(source)
+    skips: Counter = Counter()
+    if kind == "synthetic":
+        size, _, seed_s = arg.partition(":")
+        try:
+            seed = int(seed_s) if seed_s else 0
+        except ValueError:
+            raise CatalogError(f"synthetic seed must be an integer, got {seed_s!r}") from None
+        root = ensure_synthetic(size, seed, progress=progress)
+        recs, src_info = read_m5product(root, skips)
+        name = f"synthetic:{size}" + (f":{seed}" if seed else "")
+        sseed = seed if split_seed is None else split_seed
+    elif kind == "m5product":
+        root = Path(arg).expanduser().resolve()
+        recs, src_info = read_m5product(root, skips)
+        name = f"m5product:{root}"
+        sseed = 0 if split_seed is None else split_seed
+    else:
+        path = Path(arg).expanduser().resolve()
+        recs, src_info = read_manifest(path, skips)
+        root = path.parent
+        name = f"manifest:{path}"
+        sseed = 0 if split_seed is None else split_seed
+    gi = src_info.get("generator_info") or {}
+    if isinstance(gi.get("split"), dict) and "eval_fraction" in gi["split"]:
+        src_info["eval_fraction"] = gi["split"]["eval_fraction"]
+    cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed, progress=progress)
+    if progress:
+        from bench.console import err_console
+        from bench.data.report import load_summary
+
+        err_console.print(load_summary(cat))
+    return cat

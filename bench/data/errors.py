@@ -1,0 +1,18 @@
+"""Errors raised by the catalog layer."""
+
+from __future__ import annotations
+
+from bench.console import UserError
+
+
+class CatalogError(UserError):
+    """A whole file of a catalog is unusable (unparseable JSON, a missing required column, no
+    annotation file...). The message names the file and, where known, the line."""
+
+    def __init__(self, message: str, *, path: object = None, line: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.path = None if path is None else str(path)
+        self.line = line
