@@ -1,0 +1,151 @@
+"""ViLBERT baseline: two streams with interleaved co-attention (Lu et al., 2019; models.md §4).
+
+Text and vision have separate post-LN stacks. Co-attention layer k sits after text layer
+``t_bi[k]`` and vision layer ``v_bi[k]``, with ``t_bi = L_t-K .. L_t-1`` and ``v_bi = L_v-K ..
+L_v-1`` (ViLBERT's ``t_biattention_id = [6..11]``, ``v_biattention_id = [0..5]``): text runs its
+first ``L_t - K`` layers alone, and with ``L_v = K`` vision has no self-attention before the first
+co-attention, as the original. Poolers take the first token of each stream, ``Linear -> ReLU``.
+
+Objectives (plain sum): MLM; masked region modelling (15 %, 90 % zeroed) as MSE regression to the
+original feature (``predict_feature`` in the original; product features have no detector
+classes for the KL variant); ITM by caption swap (p 0.5) scored by ``Linear(pooled_t * pooled_v)``.
+MLM and region losses count only on rows whose pair is not swapped (a swapped caption would teach
+the model to reconstruct words from the wrong image).
+
+Embedding: ``pooled_t * pooled_v`` (element-wise product, ViLBERT's fusion). Deviation: the vision
+and co-attention widths equal the text width ``d`` (ViLBERT uses 1024) so every model feeds the
+evaluator vectors of one width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines._common import BaselineAdapter, BaselineConfig, zero_like_loss
+from bench.features.batch import Batch, FeatureSpec
+from bench.modalities import Modality, ModalitySet
+from bench.nn.coattention import CoAttentionLayer
+from bench.nn.embeddings import RegionEmbedding, TextEmbedding
+from bench.nn.heads import MLMHead, Pooler, RegressionHead
+from bench.nn.itm import ITMHead, sample_itm_pairs, swap_modality
+from bench.nn.layers import Encoder, padding_attn_mask
+from bench.nn.losses import masked_mse
+
+
+@dataclass
+class ViLBertConfig(BaselineConfig):
+    text_layers: int = 2
+    vision_layers: int = 1
+    coattn_layers: int = 1
+    vision_heads: int = 4
+    vision_ffn_dim: int = 512
+    coattn_heads: int = 4
+    itm_neg_prob: float = 0.5
+    itm: bool = True
+
+    @classmethod
+    def presets(cls) -> dict[str, dict[str, Any]]:
+        p = super().presets()
+        # bert_base_6layer_6conect: text 12, vision 6 (8 heads, FFN 1024), 6 co-attention (8 heads)
+        p["paper"].update(text_layers=12, vision_layers=6, coattn_layers=6, vision_heads=8,
+                          vision_ffn_dim=1024, coattn_heads=8)
+        return p
+
+
+class ViLBert(BaselineAdapter):
+    config_cls = ViLBertConfig
+
+    def __init__(self, config: ViLBertConfig, spec: FeatureSpec, modalities: ModalitySet):
+        super().__init__(config, spec, modalities)
+        c = config
+        K = c.coattn_layers
+        if not (1 <= K <= min(c.text_layers, c.vision_layers)):
+            raise ValueError(f"ViLBERT needs 1 <= coattn_layers ({K}) <= text_layers ({c.text_layers}) "
+                             f"and vision_layers ({c.vision_layers})")
+        self.text = TextEmbedding(spec.vocab_size, c.d, spec.title_len, dropout=c.dropout, pad_id=spec.pad_id)
+        self.region = RegionEmbedding(spec.region_dim, c.d, box_dim=5, dropout=c.dropout)
+        self.text_encoder = Encoder(c.text_layers, c.d, c.heads, c.ffn_dim, norm="post", dropout=c.dropout)
+        self.vision_encoder = Encoder(c.vision_layers, c.d, c.vision_heads, c.vision_ffn_dim, norm="post",
+                                      dropout=c.dropout)
+        self.coattn = nn.ModuleList(
+            CoAttentionLayer(c.d, c.d, c.d, c.coattn_heads, c.ffn_dim, c.vision_ffn_dim, dropout=c.dropout)
+            for _ in range(K))
+        self.t_bi = list(range(c.text_layers - K, c.text_layers))
+        self.v_bi = list(range(c.vision_layers - K, c.vision_layers))
+        self.text_pooler = Pooler(c.d, c.d, activation="relu")
+        self.vision_pooler = Pooler(c.d, c.d, activation="relu")
+        self.mlm = MLMHead(c.d, spec.vocab_size, self.text.word)
+        self.mrp = RegressionHead(c.d, spec.region_dim)
+        self.itm_head = ITMHead(c.d, c.dropout)
+        self._init_weights()
+
+    # the interleaved schedule of BertEncoder.forward in vilbert_beta
+    def _encode(self, ids: torch.Tensor, t_mask: torch.Tensor, r: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.text(ids)
+        v = self.region(r["feats"], r["boxes"])
+        v_mask = r["mask"]
+        t_attn, v_attn = padding_attn_mask(t_mask), padding_attn_mask(v_mask)
+        t_layers, v_layers = self.text_encoder.layers, self.vision_encoder.layers
+        ts = vs = 0
+        for k, co in enumerate(self.coattn):
+            for i in range(vs, self.v_bi[k]):
+                v = v_layers[i](v, v_attn)
+            for i in range(ts, self.t_bi[k]):
+                t = t_layers[i](t, t_attn)
+            t, v = co(t, t_mask, v, v_mask)
+            ts, vs = self.t_bi[k], self.v_bi[k]
+        for i in range(vs, len(v_layers)):
+            v = v_layers[i](v, v_attn)
+        for i in range(ts, len(t_layers)):
+            t = t_layers[i](t, t_attn)
+        return t, v
+
+    def pooled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled text and vision streams ``(pooled_t, pooled_v)``, each [B, d]."""
+        batch = self.prepare(batch)
+        r = self.regions(batch, None, mask=False)
+        t, v = self._encode(batch.title_ids, batch.title_mask.bool(), r)
+        return self.text_pooler(t), self.vision_pooler(v)
+
+    def pretrain_step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        batch = self.prepare(batch)
+        c = self.config
+        if c.itm:
+            pairs = sample_itm_pairs(batch, Modality.T, generator, c.itm_neg_prob)
+            batch = swap_modality(batch, Modality.T, pairs.donor)
+            matched = pairs.label.bool()
+        else:
+            pairs, matched = None, torch.ones_like(batch.present[Modality.T])
+        t_rows = batch.present[Modality.T] & matched
+        ids, labels = self.mask_title(batch.title_ids, batch.title_mask, t_rows, generator)
+        r = self.regions(batch, generator, mask=True)
+        r["picked"] = r["picked"] & matched[:, None]
+        t, v = self._encode(ids, batch.title_mask.bool(), r)
+        mlm = self.mlm_loss(self.mlm, t, labels)
+        mrp = masked_mse(self.mrp(v), r["target"], r["picked"])
+        total = mlm + mrp
+        out = {"mlm": mlm.detach(), "mrp": mrp.detach()}
+        if pairs is not None:
+            logits = self.itm_head(self.text_pooler(t) * self.vision_pooler(v))
+            if bool(pairs.valid.any()):
+                itm = F.cross_entropy(logits[pairs.valid], pairs.label[pairs.valid])
+            else:
+                itm = zero_like_loss(logits)
+            total = total + itm
+            out["itm"] = itm.detach()
+        out["loss"] = total
+        return out
+
+    def embed_variants(self, batch: Batch) -> dict[str, torch.Tensor]:
+        pt, pv = self.pooled(batch)
+        return {"default": pt * pv, "text": pt, "image": pv}
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        pt, pv = self.pooled(batch)
+        return pt * pv  # ViLBERT's fusion; its task heads read the same product
