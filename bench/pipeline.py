@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +19,16 @@ from typing import Any, Callable
 
 from bench import registry
 from bench.console import UserError, console
+from bench.data.paths import m5bench_home
 from bench.modalities import Modality, ModalitySet
 
 SPLITS = ("subset", "full")
-#: Overrides that configure the pipeline rather than the model or the training loop.
-PIPELINE_KEYS = {"pretrain_incomplete": True}
-
-
-def m5bench_home() -> Path:
-    return Path(os.environ.get("M5BENCH_HOME", Path.home() / ".cache" / "m5bench"))
+#: Overrides that configure the pipeline rather than the model or the training loop:
+#: ``pretrain_incomplete`` keeps listings that lack some requested modality in pretraining (the
+#: paper's default; ``false`` is its "complete listings only" ablation); ``untrained`` skips
+#: pretraining (the control every trained model must beat); ``finetune_epochs`` sizes the paper's
+#: fine-tuned classification stage.
+PIPELINE_KEYS: dict[str, Any] = {"pretrain_incomplete": True, "untrained": False, "finetune_epochs": 1}
 
 
 def default_results_dir() -> Path:
@@ -143,6 +143,68 @@ class _Lap:
         self.sw.timings[self.name] = round(self.sw.timings.get(self.name, 0.0) + time.perf_counter() - self.t0, 3)
 
 
+@dataclass
+class Setup:
+    """The resolved model and training configuration of a cell, and where its checkpoint lives."""
+
+    model_cfg: Any
+    train_cfg: Any
+    run_dir: Path
+
+
+def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> Setup:
+    """Model config (preset + overrides), train config (the model's hints + overrides) and the
+    checkpoint directory, keyed by everything that determines the pretrained weights."""
+    from bench.engine import TrainConfig
+
+    cell = plan.cell
+    model_cfg = plan.entry.load().config_cls.preset(cell.preset, **plan.model_overrides)
+    hints = {k: getattr(model_cfg, k) for k in ("batch_size", "lr", "epochs", "warmup_ratio")
+             if hasattr(model_cfg, k)}
+    tcfg = TrainConfig(**{**hints, "seed": cell.seed, **plan.train_overrides})
+    key = _hash({"data": catalog_fingerprint, "features": features_hash, "model": cell.model,
+                 "mods": str(cell.modalities), "preset": cell.preset, "model_cfg": model_cfg.to_dict(),
+                 "train": dataclasses.asdict(tcfg), "split": cell.split,
+                 "incomplete": plan.pipeline["pretrain_incomplete"]})
+    return Setup(model_cfg, tcfg, m5bench_home() / "runs" / f"{cell.model}-{cell.modalities.key}-{key}")
+
+
+def describe_cache(plan: Plan) -> list[str]:
+    """What ``run_cell`` would reuse and what it would compute (``bench run --dry-run``)."""
+    from bench.data.catalog import synthetic_dir
+    from bench.features import FeatureConfig, store_dir
+
+    lines = [f"model {plan.entry.paper_name} ({plan.entry.target}), preset {plan.cell.preset}",
+             f"model overrides {plan.model_overrides or '-'}; train overrides {plan.train_overrides or '-'}; "
+             f"pipeline {plan.pipeline}"]
+    src = plan.cell.data or "synthetic"
+    if src.startswith("synthetic"):
+        parts = src.split(":")
+        size = parts[1] if len(parts) > 1 else "default"
+        seed = int(parts[2]) if len(parts) > 2 else 0
+        if not synthetic_dir(size, seed).exists():
+            lines += [f"catalog  : will be generated ({src})", "features : will be built",
+                      "pretrain : will run", f"result   : {plan.result_path}"]
+            return lines
+    from bench.data import load_catalog
+
+    catalog = load_catalog(plan.cell.data, progress=False)
+    lines.append(f"catalog  : cached ({catalog.source}, {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]})")
+    fcfg = FeatureConfig()
+    sdir = store_dir(catalog, fcfg)
+    lines.append(f"features : {'cached' if (sdir / 'info.json').exists() else 'will be built'} ({sdir})")
+    if plan.pipeline["untrained"]:
+        lines.append("pretrain : skipped (untrained control)")
+    else:
+        setup = resolve_setup(plan, catalog.fingerprint, fcfg.hash())
+        done = (setup.run_dir / "final" / "model.safetensors").exists()
+        lines.append(f"pretrain : {'cached' if done else 'will run'} ({setup.run_dir}); "
+                     f"{setup.train_cfg.epochs} epochs, batch {setup.train_cfg.batch_size}, lr {setup.train_cfg.lr}")
+    lines.append("embed, evaluate, fine-tune: always run")
+    lines.append(f"result   : {plan.result_path} ({'exists' if plan.result_path.exists() else 'new'})")
+    return lines
+
+
 def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = console.print) -> dict[str, Any]:
     """Run one cell end to end and write its result file atomically. Returns the result dict."""
     import numpy as np
@@ -150,10 +212,10 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
 
     from bench.data import load_catalog
     from bench.embedding import embed_rows
-    from bench.engine import TrainConfig, pretrain
-    from bench.finetune import finetune_classifier
+    from bench.engine import pretrain
     from bench.eval.suite import evaluate
-    from bench.features import FeatureConfig, build_features
+    from bench.features import FeatureConfig, build_features, store_dir
+    from bench.finetune import finetune_classifier
     from bench.results import new_result, write_json_atomic
 
     cell, sw = plan.cell, Stopwatch()
@@ -166,15 +228,13 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
 
     with sw("features"):
         fcfg = FeatureConfig()
+        cached = (store_dir(catalog, fcfg) / "info.json").exists()
         store = build_features(catalog, fcfg, progress=progress)
+    say(f"[bold]features[/] {'cached' if cached else 'built'}: {store.path}")
     spec = store.spec
 
-    # --- model and training configuration -------------------------------------------------------
-    cls = plan.entry.load()
-    model_cfg = cls.config_cls.preset(cell.preset, **plan.model_overrides)
-    hints = {k: getattr(model_cfg, k) for k in ("batch_size", "lr", "epochs", "warmup_ratio")
-             if hasattr(model_cfg, k)}
-    tcfg = TrainConfig(**{**hints, "seed": cell.seed, **plan.train_overrides})
+    setup = resolve_setup(plan, catalog.fingerprint, fcfg.hash())
+    model_cfg, tcfg, run_dir = setup.model_cfg, setup.train_cfg, setup.run_dir
 
     rows = catalog.split_indices("pretrain_subset" if cell.split == "subset" else "pretrain_full")
     if not plan.pipeline["pretrain_incomplete"]:
@@ -185,67 +245,60 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
     if len(rows) < tcfg.batch_size:
         raise UserError(f"only {len(rows)} pretraining listings for {mods}; need at least one batch of {tcfg.batch_size}")
 
-    key = _hash({"data": catalog.fingerprint, "features": fcfg.hash(), "model": cell.model,
-                 "mods": str(mods), "preset": cell.preset, "model_cfg": model_cfg.to_dict(),
-                 "train": dataclasses.asdict(tcfg), "split": cell.split, "pipeline": plan.pipeline})
-    run_dir = m5bench_home() / "runs" / f"{cell.model}-{mods.key}-{key}"
-
     torch.manual_seed(cell.seed)
-    model = cls(model_cfg, spec, mods)
+    model = plan.entry.load()(model_cfg, spec, mods)
     steps_per_epoch = len(rows) // tcfg.batch_size
 
     def batches_for_epoch(epoch: int):
         return store.batches(rows, mods, tcfg.batch_size, shuffle=True, seed=cell.seed * 10_007 + epoch, drop_last=True)
 
     final = run_dir / "final"
+    train_info: dict[str, Any] = {}
     with sw("pretrain"):
-        if (final / "model.safetensors").exists():
+        if plan.pipeline["untrained"]:
+            say("[yellow]pretrain[/] skipped: untrained control (weights at their seeded initialisation)")
+        elif (final / "model.safetensors").exists():
             model.load_weights(final)
             say(f"[green]pretrain[/] cached: {final}")
-            train_info = json.loads((run_dir / "train_summary.json").read_text()) if (run_dir / "train_summary.json").exists() else {}
+            summary = run_dir / "train_summary.json"
+            train_info = json.loads(summary.read_text()) if summary.exists() else {}
         else:
             res = pretrain(model, batches_for_epoch, steps_per_epoch, tcfg, run_dir, resume=True, progress=progress)
+            train_info = {"global_step": res.global_step, "epochs": res.epochs_completed, "seconds": round(res.seconds, 2),
+                          "last_log": res.last_log, "mixed_precision": res.mixed_precision,
+                          "resumed_from_step": res.resumed_from_step}
             model.save_pretrained(final, cell=cell.describe())
-            train_info = res.summary() if hasattr(res, "summary") else {}
             write_json_atomic(run_dir / "train_summary.json", train_info)
 
     # --- embed and evaluate ---------------------------------------------------------------------
     eval_rows = catalog.split_indices("gallery")
     cls_train_rows = catalog.split_indices("cls_train")
     with sw("embed"):
-        emb_eval = embed_rows(model, store.batches(eval_rows, mods, 128))
+        variants = embed_rows(model, store.batches(eval_rows, mods, 128), variants=True)
+        emb_eval = variants["default"]
         emb_train = embed_rows(model, store.batches(cls_train_rows, mods, 128))
     cat_ids, prod_ids = catalog.category_ids(), catalog.product_ids()
-    eval_pos = {int(r): i for i, r in enumerate(eval_rows)}
-
-    def mask_of(name: str) -> np.ndarray:
-        m = np.zeros(len(eval_rows), dtype=bool)
-        for r in catalog.split_indices(name):
-            if int(r) in eval_pos:
-                m[eval_pos[int(r)]] = True
-        return m
-
-    masks = dict(coarse_query=mask_of("coarse_query"), fine_query=mask_of("fine_query"), cls_test=mask_of("cls_test"))
+    in_eval = {name: np.isin(eval_rows, catalog.split_indices(name))
+               for name in ("coarse_query", "fine_query", "cls_test")}
+    common = dict(category=cat_ids[eval_rows], product=prod_ids[eval_rows],
+                  coarse_query=in_eval["coarse_query"], fine_query=in_eval["fine_query"],
+                  cls_test=in_eval["cls_test"], seed=cell.seed)
     with sw("evaluate"):
-        pre = evaluate(emb_eval, category=cat_ids[eval_rows], product=prod_ids[eval_rows],
-                       coarse_query=masks["coarse_query"], fine_query=masks["fine_query"],
-                       cls_test=masks["cls_test"], train_embeddings=emb_train,
-                       train_category=cat_ids[cls_train_rows], seed=cell.seed)
+        pre = evaluate(emb_eval, train_embeddings=emb_train, train_category=cat_ids[cls_train_rows], **common)
 
     with sw("finetune"):
-        ft_steps = max(1, len(cls_train_rows) // tcfg.batch_size)
+        ft_cfg = dataclasses.replace(tcfg, epochs=int(plan.pipeline["finetune_epochs"]), max_steps=None)
 
         def ft_batches(epoch: int):
             return store.batches(cls_train_rows, mods, tcfg.batch_size, shuffle=True,
                                  seed=cell.seed * 10_007 + 5_000 + epoch, drop_last=True)
 
-        ft = finetune_classifier(model, ft_batches, ft_steps, store.batches(eval_rows, mods, 128),
-                                 num_classes=spec.num_categories, cfg=tcfg)
+        ft = finetune_classifier(model, ft_batches, max(1, len(cls_train_rows) // tcfg.batch_size),
+                                 store.batches(eval_rows, mods, 128), num_classes=spec.num_categories,
+                                 cfg=ft_cfg, progress=progress)
     with sw("evaluate"):
-        fin = evaluate(np.asarray(ft["features"]), category=cat_ids[eval_rows], product=prod_ids[eval_rows],
-                       coarse_query=masks["coarse_query"], fine_query=masks["fine_query"],
-                       cls_test=masks["cls_test"], head_predictions=np.asarray(ft["predictions"])[masks["cls_test"]],
-                       seed=cell.seed, tasks=("retrieval", "classification"))
+        fin = evaluate(np.asarray(ft["features"]), head_predictions=np.asarray(ft["predictions"])[in_eval["cls_test"]],
+                       tasks=("retrieval", "classification"), **common)
 
     sw.timings["total"] = round(time.perf_counter() - t_start, 3)
     missing = {m.value: int((~store.present(m)[eval_rows]).sum()) for m in mods}
@@ -255,24 +308,36 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
         data={"source": catalog.source, "fingerprint": catalog.fingerprint,
               "description": catalog.info.get("description", catalog.source),
               "is_m5product": catalog.source.startswith("m5product"), "listings": len(catalog.dataset)},
-        config={"model": model_cfg.to_dict(), "train": dataclasses.asdict(tcfg), "features": fcfg.to_dict()
-                if hasattr(fcfg, "to_dict") else dataclasses.asdict(fcfg), "spec": spec.to_dict(),
-                "pipeline": plan.pipeline},
+        config={"model": model_cfg.to_dict(), "train": dataclasses.asdict(tcfg), "finetune": dataclasses.asdict(ft_cfg),
+                "features": fcfg.to_dict(),
+                "spec": spec.to_dict(), "pipeline": plan.pipeline},
         metrics={"pretrain": pre["metrics"], "finetune": fin["metrics"]},
         definitions={**pre.get("definitions", {}), **fin.get("definitions", {})},
         counts={"pretrain_listings": int(len(rows)), "eval_listings": int(len(eval_rows)),
                 "cls_train_listings": int(len(cls_train_rows)), "missing_in_eval": missing,
-                **pre.get("counts", {})},
+                "features": store.info.get("counts", {}), **pre.get("counts", {})},
         extra={**model.extra_state(), "train": train_info},
         timings=sw.timings,
     )
     path = write_json_atomic(plan.result_path, result)
-    np.savez_compressed(
-        path.with_suffix(".embeddings.npz"),
-        embeddings=emb_eval.astype("float32"),
-        item_id=np.asarray(catalog.dataset.select(eval_rows.tolist())["item_id"]),
-        category=np.asarray([catalog.category_names[c] for c in cat_ids[eval_rows]]),
-        product=np.asarray([catalog.product_names[p] for p in prod_ids[eval_rows]]),
-    )
+    _save_embeddings(path.with_suffix(".embeddings.npz"), variants, mods, catalog, eval_rows, cat_ids, prod_ids)
     say(f"[bold green]result[/] {path}")
     return result
+
+
+def _save_embeddings(path: Path, variants: dict, mods: ModalitySet, catalog, rows, cat_ids, prod_ids) -> None:
+    """Evaluation embeddings beside the result (for ``bench eval`` and the figures), written atomically.
+
+    ``emb_<code>`` holds each modality's own pooled vector where the model exposes one."""
+    import numpy as np
+
+    arrays = {"embeddings": variants["default"].astype("float32"),
+              "item_id": np.asarray(catalog.dataset.select(rows.tolist())["item_id"]),
+              "category": np.asarray([catalog.category_names[c] for c in cat_ids[rows]]),
+              "product": np.asarray([catalog.product_names[p] for p in prod_ids[rows]])}
+    for m in mods:
+        if m.long_name in variants:
+            arrays[f"emb_{m.value}"] = variants[m.long_name].astype("float32")
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
