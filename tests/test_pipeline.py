@@ -1,0 +1,95 @@
+"""`bench run`: refusals before any work, override parsing, and one end-to-end cell on the mini catalog."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app, main
+from bench.console import UserError
+from bench.modalities import ModalitySet
+from bench.pipeline import CellSpec, parse_overrides, plan_cell, run_cell
+from bench.results import SCHEMA, read_result
+
+
+def test_parse_overrides_types():
+    assert parse_overrides(["epochs=2", "harmonize=uniform", "share_text_table=true", "lr=1e-3"]) == {
+        "epochs": 2, "harmonize": "uniform", "share_text_table": True, "lr": 1e-3}
+    with pytest.raises(UserError):
+        parse_overrides(["epochs"])
+
+
+def test_refusals_happen_before_any_work(tmp_path, monkeypatch):
+    # If planning touched the catalog, this would raise instead of the refusal we expect.
+    import bench.data.catalog as catalog_mod
+
+    monkeypatch.setattr(catalog_mod, "load_catalog", lambda *a, **k: pytest.fail("catalog loaded"))
+    with pytest.raises(Exception, match="CLIP .*cannot consume Tab"):
+        plan_cell(CellSpec("clip", ModalitySet.parse("I,T,Tab")), tmp_path)
+    with pytest.raises(Exception, match="Did you mean 'scale'"):
+        plan_cell(CellSpec("scal", ModalitySet.parse("I")), tmp_path)
+    with pytest.raises(UserError, match="Did you mean 'harmonize'"):
+        plan_cell(CellSpec("scale", ModalitySet.parse("I,T"), overrides={"harmonise": "uniform"}), tmp_path)
+    with pytest.raises(UserError, match="unknown split"):
+        plan_cell(CellSpec("scale", ModalitySet.parse("I,T"), split="half"), tmp_path)
+
+
+def test_cli_refusal_exit_code(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--model", "clip", "--modalities", "I,T,Tab"])
+    assert e.value.code == 2
+    assert "CLIP" in capsys.readouterr().err
+
+
+def test_plan_names_result_by_cell(tmp_path):
+    plan = plan_cell(CellSpec("scale", ModalitySet.parse("A,T,I"), split="subset", seed=3,
+                              overrides={"harmonize": "uniform"}), tmp_path)
+    assert plan.result_path.parent == tmp_path
+    assert plan.result_path.name.startswith("scale__I+T+A__subset__tiny__seed3__")
+    assert plan.model_overrides == {"harmonize": "uniform"}
+
+
+@pytest.mark.slow
+def test_run_cell_end_to_end_on_mini(mini_catalog, tmp_path):
+    """A real (short) run: catalog, features, pretraining, embedding, evaluation, fine-tuning, result."""
+    cell = CellSpec("scale", ModalitySet.parse("I,T,A"), data="synthetic:mini", seed=1,
+                    overrides={"max_steps": 3, "batch_size": 32})
+    plan = plan_cell(cell, tmp_path)
+    res = run_cell(plan, progress=False, say=lambda s: None)
+    on_disk = read_result(plan.result_path)
+    assert on_disk["schema"] == SCHEMA
+    assert on_disk["cell"]["modalities"] == "I,T,A"
+    assert on_disk["data"]["fingerprint"] == mini_catalog.fingerprint
+    assert on_disk["provenance"]["libraries"]["torch"]
+    for group in ("pretrain", "finetune"):
+        assert "coarse/mAP@1[m5product]" in on_disk["metrics"][group]
+        for v in on_disk["metrics"][group].values():
+            assert np.isfinite(v)
+    # m5product definition: mAP@1 == Prec@1
+    pm = on_disk["metrics"]["pretrain"]
+    assert pm["coarse/mAP@1[m5product]"] == pm["coarse/Prec@1[m5product]"]
+    assert res["extra"]["harmonize"]["mode"] == "learned"
+    npz = np.load(plan.result_path.with_suffix(".embeddings.npz"))
+    assert npz["embeddings"].shape[0] == on_disk["counts"]["eval_listings"]
+    assert {"emb_I", "emb_T", "emb_A"} <= set(npz.files)
+    assert not list(tmp_path.glob("*.tmp*")), "no temporary files left behind"
+
+    # the second run reuses the pretrained checkpoint and reproduces the metrics exactly (same seed, CPU)
+    said = []
+    plan2 = plan_cell(cell, tmp_path / "again")
+    res2 = run_cell(plan2, progress=False, say=said.append)
+    assert any("pretrain[/] cached" in s for s in said)
+    assert res2["metrics"] == res["metrics"]
+
+
+@pytest.mark.slow
+def test_dry_run_reports_cache(mini_catalog, tmp_path):
+    r = CliRunner().invoke(app, ["run", "--model", "bert", "--modalities", "T", "--data", "synthetic:mini",
+                                 "--results", str(tmp_path), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "catalog  : cached" in r.output
+    assert "pretrain : will run" in r.output
+    assert not list(tmp_path.iterdir())
