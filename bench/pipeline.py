@@ -205,8 +205,12 @@ def describe_cache(plan: Plan) -> list[str]:
     return lines
 
 
-def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = console.print) -> dict[str, Any]:
-    """Run one cell end to end and write its result file atomically. Returns the result dict."""
+def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = console.print,
+             pretrain_only: bool = False) -> dict[str, Any]:
+    """Run one cell end to end and write its result file atomically. Returns the result dict.
+
+    ``pretrain_only`` stops after pretraining (``bench pretrain``) and returns the checkpoint path.
+    """
     import numpy as np
     import torch
 
@@ -269,6 +273,10 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
                           "resumed_from_step": res.resumed_from_step}
             model.save_pretrained(final, cell=cell.describe())
             write_json_atomic(run_dir / "train_summary.json", train_info)
+
+    if pretrain_only:
+        say(f"[bold green]checkpoint[/] {final}")
+        return {"checkpoint": str(final), "train": train_info}
 
     # --- embed and evaluate ---------------------------------------------------------------------
     eval_rows = catalog.split_indices("gallery")

@@ -58,5 +58,33 @@ def run(
     run_cell(plan)
 
 
+def pretrain(
+    model: str = typer.Option(..., "--model", "-m", help="registered model name (see `bench ls models`)"),
+    modalities: str = typer.Option(..., "--modalities", help="comma-separated codes, e.g. I,T,Tab,V,A"),
+    data: Optional[str] = typer.Option(None, "--data", help="catalog source (default: the synthetic catalog)"),
+    split: str = typer.Option("full", "--split", help="pretraining split: subset or full"),
+    preset: str = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) or paper"),
+    seed: int = typer.Option(0, "--seed"),
+    sets: list[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+) -> None:
+    """Only the pretraining stage of `bench run` (catalog, features, pretrain); prints the checkpoint.
+
+    The checkpoint is the one `bench run` with the same arguments reuses. Ctrl-C saves a checkpoint;
+    running the same command again resumes it.
+    """
+    from bench.pipeline import plan_cell, run_cell
+
+    cell, refusals = _cell(model, modalities, data, split, preset, seed, sets)
+    try:
+        plan = plan_cell(cell)
+    except refusals as exc:
+        raise UserError(str(exc)) from None
+    if plan.pipeline["untrained"]:
+        raise UserError("untrained=true skips pretraining; nothing to do")
+    console.print(f"[bold]cell[/] {cell.describe()}")
+    run_cell(plan, pretrain_only=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    app.command("pretrain")(pretrain)
