@@ -1,0 +1,272 @@
+"""``bench check``: the CI regression tier.
+
+The tier (``leaderboards/regression/tier.json``) is data: a small synthetic catalog, a preset, the
+cells (model, modalities, split), the seeds a check runs and the seeds ``--update`` records. A check
+runs those cells through ``bench run`` into a temporary results directory and compares every
+metric with ``leaderboards/regression/recorded.json``.
+
+Tolerance, per cell and metric (recorded beside each value): ``max(k * std, floor)``, where ``std``
+is the sample standard deviation of the metric over ``update_seeds`` and ``k`` and ``floor`` come
+from the tier. The recorded value is the mean over the *check* seeds of the update runs, so a check
+compares like with like (same seeds) and the seed spread only sizes the band. All metrics are
+higher-is-better: a value below ``recorded - tolerance`` is a regression; a metric that disappears
+is a failure too. A value above ``recorded + tolerance`` passes with a hint to re-record.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from bench.results import write_json_atomic
+from bench.tables import CellSpec
+
+TIER_SCHEMA = "m5bench.tier/1"
+RECORDED_SCHEMA = "m5bench.regression/1"
+REGRESSION_DIR = Path(__file__).resolve().parent.parent / "leaderboards" / "regression"
+
+
+class CheckError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Tier:
+    data: str
+    preset: str
+    seeds: tuple[int, ...]
+    update_seeds: tuple[int, ...]
+    k: float
+    floor: float
+    cells: tuple[CellSpec, ...]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    raw: dict[str, Any]
+
+    def wants(self, metric: str) -> bool:
+        return any(fnmatch.fnmatchcase(metric, p) for p in self.include) and \
+            not any(fnmatch.fnmatchcase(metric, p) for p in self.exclude)
+
+
+def cell_id(cell: CellSpec) -> str:
+    """Stable id of a tier cell in recorded.json."""
+    ov = ",".join(f"{k}={v}" for k, v in cell.overrides)
+    return f"{cell.model}|{cell.modalities}|{cell.split}" + (f"|{ov}" if ov else "")
+
+
+def load_tier(path: str | Path) -> Tier:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckError(f"no tier file at {path}") from None
+    except json.JSONDecodeError as exc:
+        raise CheckError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    try:
+        if raw.get("schema") != TIER_SCHEMA:
+            raise CheckError(f"{path}: schema {raw.get('schema')!r}, expected {TIER_SCHEMA!r}")
+        tol = raw["tolerance"]
+        tier = Tier(
+            data=str(raw["data"]), preset=str(raw["preset"]),
+            seeds=tuple(int(s) for s in raw["seeds"]), update_seeds=tuple(int(s) for s in raw["update_seeds"]),
+            k=float(tol["k"]), floor=float(tol["floor"]),
+            cells=tuple(CellSpec.make(c["model"], c["modalities"], c.get("split", "subset"), c.get("overrides"))
+                        for c in raw["cells"]),
+            include=tuple(raw.get("metrics", {}).get("include", ["*"])),
+            exclude=tuple(raw.get("metrics", {}).get("exclude", [])),
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CheckError):
+            raise
+        raise CheckError(f"{path}: malformed tier ({type(exc).__name__}: {exc})") from None
+    if not tier.seeds or not set(tier.seeds) <= set(tier.update_seeds):
+        raise CheckError(f"{path}: seeds {list(tier.seeds)} must be non-empty and among update_seeds "
+                         f"{list(tier.update_seeds)} (the recorded value is the update runs' mean over the check seeds)")
+    if len(tier.update_seeds) < 2:
+        raise CheckError(f"{path}: update_seeds needs at least two seeds to derive a spread")
+    return tier
+
+
+def flat_metrics(result: Mapping[str, Any], tier: Tier) -> dict[str, float]:
+    """``group/metric -> value`` for the finite numeric metrics the tier compares."""
+    out: dict[str, float] = {}
+    for group, vals in sorted((result.get("metrics") or {}).items()):
+        if not isinstance(vals, Mapping):
+            continue
+        for k, v in vals.items():
+            name = f"{group}/{k}"
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and tier.wants(name):
+                out[name] = float(v)
+    return out
+
+
+def _mean(xs: list[float]) -> float:
+    return math.fsum(xs) / len(xs)
+
+
+def _std(xs: list[float]) -> float:
+    m = _mean(xs)
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+
+
+def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The recorded.json document from update runs: ``runs[cell][seed] = result``.
+
+    Only metrics present in every update seed are recorded (a metric that comes and goes cannot be
+    guarded). Values are rounded to 6 decimals so the file diffs cleanly.
+    """
+    cells: dict[str, Any] = {}
+    data_seen: set[tuple[str, str]] = set()
+    for cell in tier.cells:
+        per_seed = runs.get(cell, {})
+        missing = [s for s in tier.update_seeds if s not in per_seed]
+        if missing:
+            raise CheckError(f"cannot record {cell.describe()}: no result for seed(s) {missing}")
+        flats = {s: flat_metrics(per_seed[s], tier) for s in tier.update_seeds}
+        for s in tier.update_seeds:
+            d = per_seed[s].get("data") or {}
+            data_seen.add((str(d.get("fingerprint")), str(d.get("description"))))
+        common = sorted(set.intersection(*(set(f) for f in flats.values())))
+        metrics = {}
+        for m in common:
+            vals = [flats[s][m] for s in tier.update_seeds]
+            std = _std(vals)
+            tol = max(tier.k * std, tier.floor)
+            metrics[m] = {
+                "value": round(_mean([flats[s][m] for s in tier.seeds]), 6),
+                "per_seed": {str(s): round(flats[s][m], 6) for s in tier.update_seeds},
+                "std": round(std, 6),
+                "tolerance": round(tol, 6),
+                "derived": f"max({tier.k:g} x std over seeds {','.join(map(str, tier.update_seeds))} "
+                           f"= {tier.k * std:.6f}, floor {tier.floor:g})",
+            }
+        cells[cell_id(cell)] = {"cell": {"model": cell.model, "modalities": cell.modalities, "split": cell.split,
+                                         "overrides": cell.overrides_dict}, "metrics": metrics}
+    if len(data_seen) > 1:
+        raise CheckError(f"update runs used several datasets: {sorted(data_seen)}")
+    fp, desc = next(iter(data_seen)) if data_seen else (None, None)
+    return {
+        "schema": RECORDED_SCHEMA,
+        "tier": {k: tier.raw.get(k) for k in ("data", "preset", "seeds", "update_seeds", "tolerance", "metrics")},
+        "data": {"fingerprint": fp, "description": desc},
+        "rule": "regression when now < value - tolerance; tolerance = max(k * sample std over update_seeds, floor); "
+                "value = mean over the check seeds of the update runs",
+        "cells": cells,
+    }
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    cell: str
+    metric: str
+    recorded: float | None
+    now: float | None
+    tolerance: float | None
+    status: str  # "ok" | "improved" | "REGRESSION" | "missing" | "new"
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.recorded is None or self.now is None else self.now - self.recorded
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("REGRESSION", "missing")
+
+
+def compare(recorded: Mapping[str, Any], tier: Tier,
+            runs: Mapping[CellSpec, Mapping[int, Mapping[str, Any]]]) -> list[CheckRow]:
+    """One row per recorded (cell, metric), plus ``new`` rows for metrics not recorded yet.
+
+    ``now`` is the mean over the check seeds; a cell or seed without a result makes its metrics
+    ``missing`` (a failure), as does a metric absent from any check seed.
+    """
+    if recorded.get("schema") != RECORDED_SCHEMA:
+        raise CheckError(f"recorded values have schema {recorded.get('schema')!r}, expected {RECORDED_SCHEMA!r}")
+    rows: list[CheckRow] = []
+    by_id = {cell_id(c): c for c in tier.cells}
+    for cid in sorted(set(recorded.get("cells", {})) | set(by_id)):
+        rec = (recorded.get("cells", {}).get(cid) or {}).get("metrics", {})
+        cell = by_id.get(cid)
+        per_seed = runs.get(cell, {}) if cell is not None else {}
+        have = [s for s in tier.seeds if s in per_seed]
+        flats = [flat_metrics(per_seed[s], tier) for s in have] if len(have) == len(tier.seeds) else None
+        now_vals: dict[str, float] = {}
+        if flats:
+            for m in set.intersection(*(set(f) for f in flats)):
+                now_vals[m] = _mean([f[m] for f in flats])
+        for m in sorted(k for k in rec if tier.wants(k)):
+            r = rec[m]
+            v, tol = float(r["value"]), float(r["tolerance"])
+            now = now_vals.get(m)
+            if now is None:
+                st = "missing"
+            elif now < v - tol:
+                st = "REGRESSION"
+            elif now > v + tol:
+                st = "improved"
+            else:
+                st = "ok"
+            rows.append(CheckRow(cid, m, v, now, tol, st))
+        for m in sorted(set(now_vals) - set(rec)):
+            rows.append(CheckRow(cid, m, None, now_vals[m], None, "new"))
+    return rows
+
+
+def load_recorded(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckError(f"no recorded values at {path}; record them once with `bench check --update`") from None
+    except json.JSONDecodeError as exc:
+        raise CheckError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+
+
+def save_recorded(path: str | Path, doc: Mapping[str, Any]) -> Path:
+    return write_json_atomic(path, doc)
+
+
+def tier_note(recorded: Mapping[str, Any], tier: Tier) -> str | None:
+    """A warning when the tier (catalog, preset, seeds, tolerance rule) changed since recording."""
+    rec = recorded.get("tier") or {}
+    now = {k: tier.raw.get(k) for k in ("data", "preset", "seeds", "update_seeds", "tolerance", "metrics")}
+    changed = sorted(k for k in now if rec.get(k) != now[k])
+    if changed:
+        return (f"the tier changed since the values were recorded ({', '.join(changed)}): "
+                "re-record with `bench check --update`")
+    return None
+
+
+def data_note(recorded: Mapping[str, Any], runs: Mapping[CellSpec, Mapping[int, Mapping[str, Any]]]) -> str | None:
+    """A warning when the check ran on a different catalog than the recorded values."""
+    rec_fp = (recorded.get("data") or {}).get("fingerprint")
+    now = {str((r.get("data") or {}).get("fingerprint")) for seeds in runs.values() for r in seeds.values()}
+    if rec_fp and now and now != {rec_fp}:
+        return (f"catalog fingerprint changed (recorded {rec_fp[:12]}, now {', '.join(sorted(x[:12] for x in now))}): "
+                "if the catalog generator changed on purpose, re-record with `bench check --update`")
+    return None
+
+
+def run_tier(tier: Tier, seeds: tuple[int, ...], results: Path, *, runner=None, bench=None, on_event=None):
+    """Run the tier's cells at ``seeds`` into ``results`` via ``bench run``.
+
+    Returns ``(runs, statuses)``: ``runs[cell][seed] = result`` for the cells that produced one, and
+    the sweep statuses (failed runs are recorded under ``results/failed/`` as in ``bench sweep``).
+    """
+    from bench import sweep
+
+    planned = sweep.plan(tier.cells, seeds, data=tier.data, preset=tier.preset)
+    kwargs = {"runner": runner} if runner is not None else {}
+    statuses = sweep.run_missing(planned, Path(results), bench=bench, on_event=on_event, **kwargs)
+    runs: dict[CellSpec, dict[int, Mapping[str, Any]]] = {}
+    have = sweep.existing(Path(results))
+    for p in planned:
+        hit = have.get((p.cell, p.seed, p.preset))
+        if hit is not None:
+            runs.setdefault(p.cell, {})[p.seed] = hit[1]
+    return runs, statuses
