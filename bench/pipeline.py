@@ -91,6 +91,25 @@ def _hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def code_hash(entry: registry.ModelEntry) -> str:
+    """Hash of the source that determines pretrained weights (the adapter's module and its package's
+    private helpers, the shared blocks, the engine), so a cached checkpoint is never reused after the model code changed
+    (otherwise ``bench check`` could miss a regression on a machine with warm caches)."""
+    import importlib.util
+
+    import bench
+
+    root = Path(bench.__file__).resolve().parent
+    module = Path(importlib.util.find_spec(entry.target.partition(":")[0]).origin)
+    # the module plus its package's private shared helpers (e.g. baselines/_common.py)
+    files = [module] + sorted(p for p in module.parent.glob("_*.py") if p.name != "__init__.py")
+    files += sorted((root / "nn").glob("*.py")) + [root / "engine.py", root / "adapter.py"]
+    h = hashlib.sha1()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 @dataclass
 class Plan:
     """What a cell will do, resolved before any work starts (printed by ``--dry-run``)."""
@@ -163,6 +182,7 @@ def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> S
              if hasattr(model_cfg, k)}
     tcfg = TrainConfig(**{**hints, "seed": cell.seed, **plan.train_overrides})
     key = _hash({"data": catalog_fingerprint, "features": features_hash, "model": cell.model,
+                 "code": code_hash(plan.entry),
                  "mods": str(cell.modalities), "preset": cell.preset, "model_cfg": model_cfg.to_dict(),
                  "train": dataclasses.asdict(tcfg), "split": cell.split,
                  "incomplete": plan.pipeline["pretrain_incomplete"]})
