@@ -1,0 +1,89 @@
+"""Classification: a linear probe on frozen embeddings, and accuracy of a fine-tuned head's predictions.
+
+Probe protocol (fixed, recorded in every result; lbfgs at sklearn's default 100 iterations often
+stops unconverged on 256-d features, so accuracy would depend on that accident):
+
+* features standardised with ``StandardScaler`` fitted on the train rows only;
+* ``LogisticRegression(C=1.0, solver="lbfgs", max_iter=1000, tol=1e-4, random_state=seed)``
+  (multinomial softmax over the categories seen in training);
+* accuracy = share of test rows whose predicted category equals the true one. Test rows of a
+  category absent from the train rows can never be right; they stay in the denominator and are counted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from bench.eval.labels import as_label_array, remap_labels
+
+PROBE_PROTOCOL: dict[str, Any] = {
+    "model": "sklearn LogisticRegression (multinomial)",
+    "standardize": "StandardScaler fitted on train rows",
+    "C": 1.0,
+    "solver": "lbfgs",
+    "max_iter": 1000,
+    "tol": 1e-4,
+}
+
+
+def accuracy_from_predictions(pred: Any, labels: Any) -> float:
+    """Top-1 accuracy of predicted labels (any hashables, or (N, C) logits -> argmax) against labels."""
+    p = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
+    if p.ndim == 2:
+        p = p.argmax(axis=1)
+    p = as_label_array(p, "predictions")
+    y = as_label_array(labels, "labels")
+    if len(p) != len(y):
+        raise ValueError(f"{len(p)} predictions for {len(y)} labels")
+    if len(y) == 0:
+        return float("nan")
+    p_codes, y_codes = remap_labels(p, y, names=["predictions", "labels"])
+    return float((p_codes == y_codes).mean())
+
+
+def linear_probe(
+    train_x: np.ndarray, train_y: Any, test_x: np.ndarray, test_y: Any, *, seed: int = 0, normalize: bool = False
+) -> dict[str, Any]:
+    """Fit the fixed probe on (train_x, train_y) and score top-1 accuracy on (test_x, test_y).
+
+    Returns ``{"accuracy", "n_train", "n_test", "n_classes", "test_unseen_class", "converged", "n_iter",
+    "protocol"}``.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    tr = np.asarray(train_x, dtype=np.float64)
+    te = np.asarray(test_x, dtype=np.float64)
+    if tr.ndim != 2 or te.ndim != 2 or tr.shape[1] != te.shape[1]:
+        raise ValueError(f"probe needs 2-d train/test embeddings of one width, got {tr.shape} and {te.shape}")
+    if not (np.isfinite(tr).all() and np.isfinite(te).all()):
+        raise ValueError("probe embeddings contain NaN/inf")
+    ytr, yte = remap_labels(train_y, test_y, names=["probe train labels", "probe test labels"])
+    if len(ytr) != len(tr) or len(yte) != len(te):
+        raise ValueError("probe labels and embeddings differ in length")
+    protocol = dict(PROBE_PROTOCOL, seed=int(seed), l2_normalize_first=bool(normalize))
+    out: dict[str, Any] = {"n_train": int(len(tr)), "n_test": int(len(te)), "protocol": protocol}
+    classes = np.unique(ytr)
+    out["n_classes"] = int(len(classes))
+    out["test_unseen_class"] = int((~np.isin(yte, classes)).sum())
+    if len(te) == 0 or len(tr) == 0:
+        return dict(out, accuracy=float("nan"), converged=False, n_iter=0)
+    if normalize:
+        tr = tr / np.maximum(np.linalg.norm(tr, axis=1, keepdims=True), 1e-12)
+        te = te / np.maximum(np.linalg.norm(te, axis=1, keepdims=True), 1e-12)
+    if len(classes) == 1:  # LogisticRegression refuses one class; the only sensible predictor is constant
+        pred = np.full(len(te), classes[0])
+        return dict(out, accuracy=float((pred == yte).mean()), converged=True, n_iter=0)
+    scaler = StandardScaler().fit(tr)
+    clf = LogisticRegression(C=PROBE_PROTOCOL["C"], solver="lbfgs", max_iter=PROBE_PROTOCOL["max_iter"],
+                             tol=PROBE_PROTOCOL["tol"], random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(scaler.transform(tr), ytr)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    pred = clf.predict(scaler.transform(te))
+    return dict(out, accuracy=float((pred == yte).mean()), converged=converged, n_iter=int(np.max(clf.n_iter_)))

@@ -1,0 +1,157 @@
+"""Exact top-k search of query chunks against a gallery, with a deterministic tie rule.
+
+Scores are dot products in float32 (the official M5Product script ranks by the raw dot product;
+callers L2-normalise first for cosine). Memory is O(chunk x gallery): the full query x gallery
+matrix is never built.
+
+Order of a returned list: descending score, and among equal scores the lower gallery index first
+(the order Python's stable ``sorted(..., reverse=True)`` / ``heapq.nlargest`` gives, which is what
+the official script uses). The torch backend applies this rule exactly, also at the top-k boundary.
+The faiss backend (``IndexFlatIP``) computes the scores with its own BLAS blocking, so scores can
+differ in the last float32 bit and near-ties may order differently; exact ties inside the returned
+list are re-ordered by the same rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BACKENDS = ("torch", "faiss")
+_TIE_BLOCK = 64
+
+
+@dataclass
+class ChunkNeighbors:
+    """Top-k of one query chunk. ``index`` is -1 and ``score`` -inf where fewer than k exist."""
+
+    index: torch.Tensor  # (c, k) int64 gallery rows, self excluded
+    score: torch.Tensor  # (c, k) float32
+    self_score: torch.Tensor  # (c,) float32 score of the query against its own gallery row, NaN if none
+
+
+def _order_by_score_then_index(index: torch.Tensor, score: torch.Tensor, n_gallery: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row by (-score, index): a stable sort by score after a sort by index.
+
+    Input rows are already in descending score order (topk / faiss output); only rows holding equal
+    scores can be out of index order, so only those are re-sorted.
+    """
+    tied = torch.nonzero((score[:, 1:] == score[:, :-1]).any(dim=1)).flatten() if score.shape[1] > 1 else None
+    if tied is None or len(tied) == 0:
+        return index, score
+    idx_t, score_t = index[tied], score[tied]
+    key = torch.where(idx_t < 0, torch.full_like(idx_t, n_gallery), idx_t)
+    key, perm = key.sort(dim=1)
+    score_t = score_t.gather(1, perm)
+    idx_t = idx_t.gather(1, perm)
+    score_t, perm = score_t.sort(dim=1, descending=True, stable=True)
+    index, score = index.clone(), score.clone()
+    index[tied] = idx_t.gather(1, perm)
+    score[tied] = score_t
+    return index, score
+
+
+class GallerySearcher:
+    """Holds a gallery and answers exact top-k queries chunk by chunk.
+
+    Args:
+        gallery: (G, d) float32 tensor (already normalised if cosine is wanted).
+        backend: ``"torch"`` (matmul + topk, exact tie rule) or ``"faiss"`` (IndexFlatIP).
+    """
+
+    def __init__(self, gallery: torch.Tensor, backend: str = "torch") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.gallery = gallery.contiguous()
+        self.n = int(gallery.shape[0])
+        self.backend = backend
+        self._index = None
+        if backend == "faiss":
+            try:
+                import faiss
+            except ImportError as exc:  # optional dependency
+                raise ValueError("knn backend 'faiss' needs the faiss-cpu package (pip install faiss-cpu)") from exc
+            self._index = faiss.IndexFlatIP(int(gallery.shape[1]))
+            self._index.add(np.ascontiguousarray(self.gallery.numpy(), dtype=np.float32))
+
+    def search(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
+        """Top-``k`` gallery rows for each query row, never returning the row ``self_index`` (-1: none)."""
+        k = max(1, min(int(k), self.n))
+        if self.backend == "faiss":
+            return self._search_faiss(query, k, self_index)
+        return self._search_torch(query, k, self_index)
+
+    def _search_torch(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
+        sims = query @ self.gallery.T  # (c, G): the only chunk x gallery allocation
+        c = sims.shape[0]
+        self_score = torch.full((c,), float("nan"), dtype=sims.dtype)
+        rows = torch.nonzero(self_index >= 0).flatten()
+        if len(rows):
+            cols = self_index[rows]
+            self_score[rows] = sims[rows, cols]
+            sims[rows, cols] = float("-inf")
+        take = min(k + 1, self.n)  # one extra column detects a tie straddling the k-th place
+        score, index = sims.topk(take, dim=1, largest=True, sorted=True)
+        if take > k:
+            kth = score[:, k - 1]
+            tied = torch.nonzero((kth == score[:, k]) & torch.isfinite(kth)).flatten()
+            index, score = index[:, :k].clone(), score[:, :k].clone()
+            # topk picks arbitrarily among equal scores at the boundary; rebuild those rows exactly:
+            # everything above the k-th score, then the lowest-index items equal to it. Done in small
+            # row blocks because the cumulative count is int64 over whole gallery rows.
+            for b0 in range(0, len(tied), _TIE_BLOCK):
+                rows_t = tied[b0 : b0 + _TIE_BLOCK]
+                block = sims[rows_t]
+                thr = kth[rows_t].unsqueeze(1)
+                above = block > thr
+                equal = block == thr
+                need = k - above.sum(dim=1, keepdim=True)
+                keep = above | (equal & (equal.cumsum(dim=1) <= need))
+                idx_t = torch.nonzero(keep)[:, 1].view(len(rows_t), k)  # ascending column order
+                score_t, perm = block.gather(1, idx_t).sort(dim=1, descending=True, stable=True)
+                index[rows_t] = idx_t.gather(1, perm)
+                score[rows_t] = score_t
+        index = torch.where(torch.isinf(score) & (score < 0), torch.full_like(index, -1), index)
+        index, score = _order_by_score_then_index(index, score, self.n)
+        return ChunkNeighbors(index=index, score=score, self_score=self_score)
+
+    def _search_faiss(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
+        q = np.ascontiguousarray(query.numpy(), dtype=np.float32)
+        take = min(k + 1, self.n)  # room for the query's own row
+        dist, idx = self._index.search(q, take)
+        score = torch.from_numpy(dist)
+        index = torch.from_numpy(idx).to(torch.int64)
+        c = q.shape[0]
+        self_score = torch.full((c,), float("nan"), dtype=torch.float32)
+        has_self = self_index >= 0
+        is_self = (index == self_index.unsqueeze(1)) & has_self.unsqueeze(1)
+        found = is_self.any(dim=1)
+        if found.any():
+            self_score[found] = score[is_self]
+        missing = torch.nonzero(has_self & ~found).flatten()
+        if len(missing):
+            # the own row fell outside the returned list (ties or a larger-norm neighbour): score it directly
+            self_score[missing] = (query[missing] * self.gallery[self_index[missing]]).sum(dim=1)
+        drop = is_self.clone()
+        if take > k:
+            # rows that did not return themselves (or have none) drop the surplus last column instead
+            drop[~found, -1] = True
+        score = score.masked_fill(drop, float("-inf"))
+        index = index.masked_fill(drop, -1)
+        score, perm = score.sort(dim=1, descending=True, stable=True)  # move dropped columns to the end
+        index, score = _order_by_score_then_index(index.gather(1, perm), score, self.n)
+        return ChunkNeighbors(index=index[:, :k], score=score[:, :k], self_score=self_score)
+
+
+def choose_chunk_size(n_gallery: int, k: int, mem_budget_bytes: int, *, score_block: bool = True) -> int:
+    """Query rows per chunk so that the chunk x gallery score block (+ top-k lists) fits the budget.
+
+    faiss (``score_block=False``) never materialises the score block, and its per-query cost halves
+    with large query batches (measured: k=1600, 2000 vs 200 queries per call), so its chunks are
+    bounded by the top-k lists only, up to 4096 queries (faiss' own query block size).
+    """
+    per_row = (4 * n_gallery if score_block else 0) + 64 * (k + 1)  # scores + topk lists, sort copies, sums
+    chunk = max(1, int(mem_budget_bytes // per_row))
+    return chunk if score_block else min(chunk, 4096)

@@ -1,0 +1,306 @@
+"""Retrieval metrics (coarse = same category, fine = same product) from one chunked kNN pass.
+
+Every metric key names its definition; :data:`DEFINITIONS` describes each tag. All values are
+fractions in [0, 1] (tables multiply by 100 for the paper's percentages). Notation per query:
+ranked list = gallery by descending score, the query's own gallery row removed, ties by lower
+gallery index; ``rel_i`` = rank-i item has the query's label; ``R`` = gallery items with the
+query's label, the query's own row not counted; ``H@i`` = hits in the first i; ``S@i`` = sum of
+``H@j / j`` over the hit ranks j <= i.
+
+* ``[m5product]`` -- the official M5Product/SCALE script (``retrieval_unit_id_list_v2.py`` +
+  ``evaluate_unit_v2.py``), exactly: the ranked list is the top ``max_topk`` (10) of the whole
+  gallery *including* the query, then the query is removed (so 9 items when the query ranks itself
+  in its top 10); the positive set P includes the query itself (|P| = R + 1 when the query is a
+  gallery row); ``k' = min(K, |P|, |list|)``; ``Prec@K = H@k'/k'``; ``mAP@K = S@k'/H@k'`` (0 with
+  no hit). Averaged over *all* queries (a lone query scores 0, as in the official loop). mAP@1 == Prec@1.
+* ``[pml]`` -- pytorch-metric-learning AccuracyCalculator: ``mAP@R = S@R/R``, ``R-precision = H@R/R``.
+* ``[min_k_r]`` -- classic AP@K: ``S@K / min(K, R)``; 1.0 only for a perfect top-min(K, R).
+* ``[std]`` -- ``Prec@K = H@K / K``.
+* ``Recall@K`` -- 1 if ``H@K > 0`` (at least one positive in the top K), else 0.
+
+Lone queries (R == 0) are excluded from every non-m5product metric (the PML policy) and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.eval.knn import GallerySearcher, choose_chunk_size
+from bench.eval.labels import as_label_array, remap_labels
+
+SCALE = "fraction"
+
+DEFINITIONS: dict[str, str] = {
+    "m5product": (
+        "official M5Product/SCALE evaluate_unit_v2.py: list = top max_topk of the gallery incl. the query, "
+        "query removed; P includes the query; k'=min(K,|P|,|list|); Prec@K=hits@k'/k'; "
+        "mAP@K=(1/hits@k') sum_{hit i<=k'} hits@i/i (0 if no hit); mean over all queries (lone queries score 0)"
+    ),
+    "pml": (
+        "pytorch-metric-learning AccuracyCalculator: mAP@R = (1/R) sum_{hit i<=R} hits@i/i, "
+        "R-precision = hits@R/R, R = positives excluding the query; lone queries excluded"
+    ),
+    "min_k_r": "AP@K = (1/min(K,R)) sum_{hit i<=K} hits@i/i (classic IR AP@k); lone queries excluded",
+    "std": "Prec@K = hits@K/K; lone queries excluded",
+    "Recall@K": "fraction of queries with at least one positive in the top K; lone queries excluded",
+}
+
+
+def _to_float_tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+    else:
+        arr = np.ascontiguousarray(np.asarray(x))
+        if not arr.flags.writeable:  # e.g. memory-mapped or npz-backed arrays; torch wants writable memory
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d (rows x dim) array, got shape {tuple(t.shape)}")
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise ValueError(f"{name} must be numeric, got dtype {t.dtype}")
+    t = t.to(torch.float32).contiguous()
+    # a finite float64 row sum proves every entry finite (NaN/inf propagate, float32 values cannot overflow it)
+    if not bool(torch.isfinite(t.sum(dim=1, dtype=torch.float64)).all()):
+        bad = int(torch.nonzero(~torch.isfinite(t).all(dim=1))[0])
+        raise ValueError(f"{name} has a non-finite value (NaN/inf) in row {bad}")
+    return t
+
+
+@dataclass
+class RetrievalResult:
+    """Means (``metrics``), query counts, the definitions used, and optional per-query values."""
+
+    metrics: dict[str, float]
+    counts: dict[str, int]
+    definitions: dict[str, Any]
+    per_query: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def retrieval_metrics(
+    query: Any,
+    gallery: Any,
+    label_sets: Mapping[str, tuple[Any, Any] | tuple[Any, Any, Any]],
+    *,
+    query_gallery_index: Any | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    max_topk: int = 10,
+    normalize: bool = False,
+    backend: str = "torch",
+    mem_budget_bytes: int = 256 << 20,
+    per_query: bool = False,
+) -> RetrievalResult:
+    """Score query embeddings against a gallery under every definition in :data:`DEFINITIONS`.
+
+    Args:
+        query: (Q, d) numpy or torch float embeddings.
+        gallery: (G, d) embeddings.
+        label_sets: name -> ``(query_labels, gallery_labels)`` or ``(query_labels, gallery_labels,
+            query_mask)``; labels are any hashables (remapped jointly), ``query_mask`` (bool, length Q)
+            selects the queries scored under that name (default all). One kNN pass serves all sets.
+        query_gallery_index: (Q,) int, the gallery row of each query or -1; that row is never
+            retrieved for the query (leave-one-out). The row's label must equal the query's label.
+        ks: cut-offs K.
+        max_topk: length of the official script's ranked list before the query is removed.
+        normalize: L2-normalise both sides (cosine) instead of the raw dot product.
+        backend: ``"torch"`` (exact tie rule) or ``"faiss"`` (IndexFlatIP; same up to near-ties).
+        mem_budget_bytes: bound on the chunk x gallery score block.
+        per_query: also return per-query values (NaN where a query is not scored).
+
+    Returns:
+        :class:`RetrievalResult` with keys like ``coarse/mAP@10[m5product]``, ``fine/mAP@R[pml]``,
+        ``coarse/Recall@5``; counts ``<set>/queries``, ``<set>/lone_queries``, ``<set>/scored_queries``.
+
+    Raises:
+        ValueError: on shape, dtype, non-finite values, bad indices or inconsistent labels.
+    """
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    if max_topk < 1:
+        raise ValueError("max_topk must be >= 1")
+    q = _to_float_tensor(query, "query embeddings")
+    g = _to_float_tensor(gallery, "gallery embeddings")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query dim {q.shape[1]} != gallery dim {g.shape[1]}")
+    n_q, n_g = q.shape[0], g.shape[0]
+    if n_g == 0:
+        raise ValueError("the gallery is empty")
+    if normalize:
+        q = torch.nn.functional.normalize(q, dim=1)
+        g = torch.nn.functional.normalize(g, dim=1)
+
+    if query_gallery_index is None:
+        qgi = np.full(n_q, -1, dtype=np.int64)
+    else:
+        qgi = as_label_array(query_gallery_index, "query_gallery_index")
+        if len(qgi) != n_q or not np.issubdtype(qgi.dtype, np.integer):
+            raise ValueError(f"query_gallery_index must be {n_q} integers (gallery row or -1)")
+        qgi = qgi.astype(np.int64)
+        if (qgi < -1).any() or (qgi >= n_g).any():
+            raise ValueError(f"query_gallery_index out of range [-1, {n_g})")
+    has_self = qgi >= 0
+
+    # --- labels: codes, R, |P| and the per-query work K -------------------------------------------
+    sets: list[dict[str, Any]] = []
+    for name, spec in label_sets.items():
+        if len(spec) not in (2, 3):
+            raise ValueError(f"label set {name!r} must be (query_labels, gallery_labels[, query_mask])")
+        q_lab, g_lab = remap_labels(spec[0], spec[1], names=[f"{name} query labels", f"{name} gallery labels"])
+        if len(q_lab) != n_q or len(g_lab) != n_g:
+            raise ValueError(f"{name}: got {len(q_lab)} query / {len(g_lab)} gallery labels for {n_q} / {n_g} rows")
+        mask = np.ones(n_q, dtype=bool) if len(spec) == 2 or spec[2] is None else np.asarray(spec[2], dtype=bool)
+        if mask.shape != (n_q,):
+            raise ValueError(f"{name}: query_mask must have {n_q} booleans")
+        if (has_self & (g_lab[np.maximum(qgi, 0)] != q_lab)).any():
+            bad = int(np.flatnonzero(has_self & (g_lab[np.maximum(qgi, 0)] != q_lab))[0])
+            raise ValueError(f"{name}: query {bad} has a different label from its own gallery row {qgi[bad]}")
+        counts = np.bincount(g_lab, minlength=int(max(q_lab.max(initial=0), g_lab.max(initial=0))) + 1)
+        r = counts[q_lab] - has_self.astype(np.int64)
+        sets.append({"name": name, "q": torch.from_numpy(q_lab), "g": torch.from_numpy(g_lab), "mask": mask,
+                     "R": r, "P": r + has_self})
+    base_k = max(max(ks), max_topk)
+    active = np.zeros(n_q, dtype=bool)
+    need = np.full(n_q, base_k, dtype=np.int64)
+    for s in sets:
+        active |= s["mask"]
+        need = np.where(s["mask"], np.maximum(need, s["R"]), need)
+    n_avail = n_g - has_self.astype(np.int64)  # candidates left once the query's own row is removed
+    need = np.minimum(need, np.maximum(n_avail, 1))
+
+    width = base_k  # padded list width: cut-offs beyond the gallery size read the last cumulative value
+    vals: dict[str, np.ndarray] = {}
+
+    def slot(key: str) -> np.ndarray:
+        if key not in vals:
+            vals[key] = np.full(n_q, np.nan)
+        return vals[key]
+
+    for s in sets:  # every key exists even when a set has no scored query (its mean is then NaN)
+        for key in [f"{s['name']}/{m}" for m in _metric_names(ks)]:
+            slot(key)
+
+    m5_lists_short = {s["name"]: 0 for s in sets}
+    m5_empty = {s["name"]: 0 for s in sets}
+
+    order = np.flatnonzero(active)
+    order = order[np.argsort(need[order], kind="stable")]  # chunks of similar K keep topk cheap
+    searcher = GallerySearcher(g, backend=backend)
+    chunk = choose_chunk_size(n_g, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
+                              score_block=backend == "torch")
+    ranks = None
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        k_chunk = int(need[rows].max())
+        nb = searcher.search(q[torch.from_numpy(rows)], k_chunk, torch.from_numpy(qgi[rows]))
+        idx, score = nb.index, nb.score
+        valid = idx >= 0
+        kk = idx.shape[1]
+        w = max(width, kk)
+        ranks = torch.arange(1, w + 1, dtype=torch.float64)
+
+        # official list length: top max_topk incl. the query, minus the query if it made the cut
+        s_self = nb.self_score.unsqueeze(1)
+        t = min(max_topk, kk)
+        self_idx = torch.from_numpy(qgi[rows]).unsqueeze(1)
+        before = ((score[:, :t] > s_self) | ((score[:, :t] == s_self) & (idx[:, :t] < self_idx))) & valid[:, :t]
+        self_in_top = torch.from_numpy(has_self[rows]) & (before.sum(dim=1) < max_topk)
+        list_len = torch.where(self_in_top, max_topk - 1, max_topk)
+        list_len = torch.minimum(list_len, torch.from_numpy(n_avail[rows]))
+
+        for s in sets:
+            name = s["name"]
+            in_set = s["mask"][rows]
+            if not in_set.any():
+                continue
+            sel = torch.from_numpy(np.flatnonzero(in_set))
+            rows_s = rows[in_set]
+            qi = s["q"][torch.from_numpy(rows_s)]
+            rel = (s["g"][idx[sel].clamp(min=0)] == qi.unsqueeze(1)) & valid[sel]
+            if w > kk:
+                rel = torch.cat([rel, torch.zeros(len(sel), w - kk, dtype=torch.bool)], dim=1)
+            hits = rel.cumsum(dim=1).to(torch.float64)
+            sap = (hits / ranks * rel).cumsum(dim=1)  # S@i
+            r = torch.from_numpy(s["R"][rows_s])
+            pos = r > 0
+            rf = r.to(torch.float64)
+            for k in ks:
+                hk, sk = hits[:, k - 1], sap[:, k - 1]
+                slot(f"{name}/Recall@{k}")[rows_s] = torch.where(pos, (hk > 0).double(), torch.nan).numpy()
+                slot(f"{name}/Prec@{k}[std]")[rows_s] = torch.where(pos, hk / k, torch.nan).numpy()
+                denom = torch.clamp(torch.minimum(rf, torch.tensor(float(k))), min=1.0)
+                slot(f"{name}/mAP@{k}[min_k_r]")[rows_s] = torch.where(pos, sk / denom, torch.nan).numpy()
+            at_r = torch.clamp(r - 1, min=0).unsqueeze(1)
+            h_r = hits.gather(1, at_r).squeeze(1)
+            s_r = sap.gather(1, at_r).squeeze(1)
+            rr = torch.clamp(rf, min=1.0)
+            slot(f"{name}/mAP@R[pml]")[rows_s] = torch.where(pos, s_r / rr, torch.nan).numpy()
+            slot(f"{name}/R-precision[pml]")[rows_s] = torch.where(pos, h_r / rr, torch.nan).numpy()
+
+            p_size = torch.from_numpy(s["P"][rows_s])
+            ll = list_len[sel]
+            m5_lists_short[name] += int((ll < max_topk).sum())
+            for k in ks:
+                kp = torch.minimum(torch.minimum(p_size, ll), torch.tensor(k))
+                ok = kp > 0
+                at = torch.clamp(kp - 1, min=0).unsqueeze(1)
+                hk = hits.gather(1, at).squeeze(1)
+                sk = sap.gather(1, at).squeeze(1)
+                prec = torch.where(ok, hk / torch.clamp(kp, min=1).double(), 0.0)
+                ap = torch.where(ok & (hk > 0), sk / torch.clamp(hk, min=1.0), 0.0)
+                slot(f"{name}/mAP@{k}[m5product]")[rows_s] = ap.numpy()
+                slot(f"{name}/Prec@{k}[m5product]")[rows_s] = prec.numpy()
+                if k == ks[0]:
+                    m5_empty[name] += int((~ok).sum())
+
+    metrics: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for s in sets:
+        name, mask = s["name"], s["mask"]
+        lone = mask & (s["R"] == 0)
+        counts[f"{name}/queries"] = int(mask.sum())
+        counts[f"{name}/lone_queries"] = int(lone.sum())
+        counts[f"{name}/scored_queries"] = int((mask & ~lone).sum())
+        counts[f"{name}/m5product_short_lists"] = m5_lists_short[name]
+        counts[f"{name}/m5product_empty_lists"] = m5_empty[name]
+        keys = sorted(k for k in vals if k.startswith(name + "/"))
+        for key in _ordered(keys, ks):
+            v = vals[key][mask]
+            v = v[~np.isnan(v)]
+            metrics[key] = float(v.mean()) if len(v) else float("nan")
+    definitions: dict[str, Any] = dict(DEFINITIONS)
+    definitions["_settings"] = {
+        "scale": SCALE,
+        "similarity": "cosine (L2-normalised dot product)" if normalize else "raw dot product",
+        "ks": list(ks),
+        "max_topk": max_topk,
+        "ties": "descending score, then lower gallery index",
+        "self_exclusion": "a query never retrieves its own gallery row (query_gallery_index)",
+        "lone_queries": "R == 0: excluded from pml/min_k_r/std/Recall, counted; scored 0 under m5product",
+        "knn_backend": backend,
+        "dtype": "float32 scores, float64 sums",
+    }
+    per = {k: v for k, v in vals.items()} if per_query else {}
+    return RetrievalResult(metrics=metrics, counts=counts, definitions=definitions, per_query=per)
+
+
+def _metric_names(ks: Sequence[int]) -> list[str]:
+    names = ["mAP@R[pml]", "R-precision[pml]"]
+    for k in ks:
+        names += [f"mAP@{k}[m5product]", f"Prec@{k}[m5product]", f"Recall@{k}", f"Prec@{k}[std]", f"mAP@{k}[min_k_r]"]
+    return names
+
+
+def _ordered(keys: list[str], ks: Sequence[int]) -> list[str]:
+    """A readable key order: m5product first, then the standard definitions, each by K."""
+    def rank(key: str) -> tuple:
+        metric = key.split("/", 1)[1]
+        fam = 0 if "[m5product]" in metric else 1 if "[pml]" in metric else 2
+        base, _, rest = metric.partition("@")
+        cut = rest.split("[")[0]
+        return (fam, base, int(cut) if cut.isdigit() else 10**9, metric)
+    return sorted(keys, key=rank)

@@ -1,0 +1,193 @@
+"""One entry point that scores a model's embeddings on every task: :func:`evaluate`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bench.eval import classification, clustering, retrieval
+from bench.eval.labels import as_label_array
+
+SCALE = "fraction"
+
+
+def _mask(x: Any, n: int, name: str, default: bool | None = None) -> np.ndarray:
+    if x is None:
+        if default is None:
+            raise ValueError(f"{name} is required")
+        return np.full(n, default, dtype=bool)
+    arr = as_label_array(x, name)
+    if len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} entries for {n} embedding rows")
+    if arr.dtype != bool:
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name} must be a boolean mask")
+        arr = arr.astype(bool)
+    return arr
+
+
+def evaluate(
+    embeddings: Any,
+    *,
+    category: Any,
+    product: Any,
+    coarse_query: Any,
+    fine_query: Any,
+    cls_test: Any | None = None,
+    cls_train: Any | None = None,
+    gallery: Any | None = None,
+    train_embeddings: Any | None = None,
+    train_category: Any | None = None,
+    head_predictions: Any | None = None,
+    normalize: bool = False,
+    seed: int = 0,
+    ks: Sequence[int] = (1, 5, 10),
+    max_topk: int = 10,
+    kmeans_seeds: Sequence[int] | None = None,
+    kmeans_backend: str = "sklearn",
+    knn_backend: str = "torch",
+    tasks: Sequence[str] = ("retrieval", "classification", "clustering"),
+    retrieval_only: bool = False,
+    mem_budget_bytes: int = 256 << 20,
+) -> dict[str, Any]:
+    """Score one set of embeddings on coarse/fine retrieval, classification and clustering.
+
+    Rows. ``embeddings`` is (N, d), one row per listing; every other per-row argument has N entries
+    in the same order. The usual call from a pipeline passes the *eval* rows only:
+
+    .. code-block:: python
+
+        evaluate(emb_eval, category=cat_eval, product=pid_eval,
+                 coarse_query=cq, fine_query=fq, cls_test=cls_split_eval == "test",
+                 train_embeddings=emb_cls_train, train_category=cat_cls_train,
+                 head_predictions=pred_on_cls_test_rows)   # optional
+
+    A single array holding both pools also works: mark the pretraining-pool probe rows with
+    ``cls_train``; they are then left out of the default gallery.
+
+    Args:
+        embeddings: (N, d) float (numpy or torch).
+        category: (N,) category ids, any hashable (coarse labels, probe/cluster classes).
+        product: (N,) product ids, any hashable (fine labels).
+        coarse_query / fine_query: (N,) bool, the rows used as coarse / fine queries.
+        cls_test: (N,) bool rows scored by the probe and by ``head_predictions``; None = no classification.
+        cls_train: (N,) bool rows that train the probe (in addition to ``train_embeddings``).
+        gallery: (N,) bool gallery rows; default every row not in ``cls_train``. A query that is a
+            gallery row never retrieves itself (leave-one-out, the official protocol).
+        train_embeddings / train_category: extra probe-training rows (M, d) / (M,) that are not in
+            ``embeddings`` (e.g. the cls-train listings from the pretraining pool).
+        head_predictions: predicted categories (or (n, C) logits) of a fine-tuned head for the
+            ``cls_test`` rows, in row order -> ``cls/accuracy[finetuned_head]``.
+        normalize: cosine instead of the raw dot product (retrieval, probe input, k-means input).
+        seed: probe seed; k-means seeds default to ``(seed, seed+1, seed+2)``.
+        ks, max_topk: retrieval cut-offs and the official list length (see :mod:`bench.eval.retrieval`).
+        kmeans_backend: "sklearn" (default, see :mod:`bench.eval.clustering`) or "faiss".
+        knn_backend: "torch" (exact tie rule) or "faiss".
+        tasks: any of "retrieval", "classification", "clustering".
+        retrieval_only: shorthand for ``tasks=("retrieval",)`` (e.g. scoring fine-tuned features).
+        mem_budget_bytes: bound on the query-chunk x gallery score block.
+
+    Returns:
+        ``{"metrics": {name: float}, "definitions": {tag: text, ...}, "counts": {name: int},
+        "clustering_per_seed": [{"seed", "NMI", "purity"}], "probe": {...}, "settings": {...},
+        "timings_s": {...}}``. Metric names: ``coarse/...``, ``fine/...`` (see retrieval),
+        ``cls/accuracy[linear_probe]``, ``cls/accuracy[finetuned_head]``, ``cluster/NMI``,
+        ``cluster/NMI_std``, ``cluster/purity``, ``cluster/purity_std``. All values are fractions.
+
+    Raises:
+        ValueError: inconsistent lengths, non-boolean masks, non-finite embeddings, unknown tasks.
+    """
+    if retrieval_only:
+        tasks = ("retrieval",)
+    if head_predictions is not None and cls_test is None:
+        raise ValueError("head_predictions needs cls_test (the rows they were predicted for)")
+    unknown = set(tasks) - {"retrieval", "classification", "clustering"}
+    if unknown:
+        raise ValueError(f"unknown evaluation task(s): {', '.join(sorted(unknown))}")
+    x = retrieval._to_float_tensor(embeddings, "embeddings").numpy()
+    n = len(x)
+    cat = as_label_array(category, "category")
+    pid = as_label_array(product, "product")
+    if len(cat) != n or len(pid) != n:
+        raise ValueError(f"category ({len(cat)}) and product ({len(pid)}) must have one entry per embedding row ({n})")
+    cq = _mask(coarse_query, n, "coarse_query")
+    fq = _mask(fine_query, n, "fine_query")
+    ctrain = _mask(cls_train, n, "cls_train", default=False)
+    ctest = _mask(cls_test, n, "cls_test", default=False) if cls_test is not None else None
+    gal = _mask(gallery, n, "gallery", default=None) if gallery is not None else ~ctrain
+    kseeds = list(kmeans_seeds) if kmeans_seeds is not None else [seed, seed + 1, seed + 2]
+
+    metrics: dict[str, float] = {}
+    counts: dict[str, int] = {"rows": n, "gallery": int(gal.sum())}
+    definitions: dict[str, Any] = {"scale": SCALE}
+    timings: dict[str, float] = {}
+    out: dict[str, Any] = {"clustering_per_seed": [], "probe": None}
+
+    if "retrieval" in tasks:
+        t0 = time.perf_counter()
+        g_rows = np.flatnonzero(gal)
+        q_rows = np.flatnonzero(cq | fq)
+        if len(q_rows) and len(g_rows):
+            pos_in_gallery = np.full(n, -1, dtype=np.int64)
+            pos_in_gallery[g_rows] = np.arange(len(g_rows))
+            res = retrieval.retrieval_metrics(
+                x[q_rows], x[g_rows],
+                {"coarse": (cat[q_rows], cat[g_rows], cq[q_rows]), "fine": (pid[q_rows], pid[g_rows], fq[q_rows])},
+                query_gallery_index=pos_in_gallery[q_rows], ks=ks, max_topk=max_topk, normalize=normalize,
+                backend=knn_backend, mem_budget_bytes=mem_budget_bytes,
+            )
+            metrics.update(res.metrics)
+            counts.update(res.counts)
+            settings = res.definitions.pop("_settings")
+            definitions.update(res.definitions)
+            definitions["retrieval_settings"] = settings
+        else:
+            counts.update({"coarse/queries": int(cq.sum()), "fine/queries": int(fq.sum())})
+        timings["retrieval"] = time.perf_counter() - t0
+
+    if "classification" in tasks and ctest is not None:
+        t0 = time.perf_counter()
+        tr_x, tr_y = x[ctrain], cat[ctrain]
+        if train_embeddings is not None:
+            extra = retrieval._to_float_tensor(train_embeddings, "train_embeddings").numpy()
+            if train_category is None:
+                raise ValueError("train_embeddings needs train_category")
+            extra_y = as_label_array(train_category, "train_category")
+            if len(extra_y) != len(extra) or extra.shape[1] != x.shape[1]:
+                raise ValueError("train_embeddings / train_category shapes do not match the embeddings")
+            tr_x = np.concatenate([tr_x, extra])
+            tr_y = np.concatenate([tr_y.astype(object), extra_y.astype(object)]) if tr_y.dtype != extra_y.dtype \
+                else np.concatenate([tr_y, extra_y])
+        counts["cls/test_rows"] = int(ctest.sum())
+        counts["cls/train_rows"] = int(len(tr_x))
+        if len(tr_x) and ctest.any():
+            probe = classification.linear_probe(tr_x, tr_y, x[ctest], cat[ctest], seed=seed, normalize=normalize)
+            metrics["cls/accuracy[linear_probe]"] = probe["accuracy"]
+            counts["cls/test_unseen_class"] = probe["test_unseen_class"]
+            out["probe"] = probe
+            definitions["linear_probe"] = dict(probe["protocol"], metric="top-1 accuracy on cls_test rows")
+        if head_predictions is not None:
+            metrics["cls/accuracy[finetuned_head]"] = classification.accuracy_from_predictions(
+                head_predictions, cat[ctest])
+            definitions["finetuned_head"] = "top-1 accuracy of the fine-tuned head's predictions on cls_test rows"
+        timings["classification"] = time.perf_counter() - t0
+
+    if "clustering" in tasks:
+        t0 = time.perf_counter()
+        cl = clustering.clustering_metrics(x[gal], cat[gal], seeds=kseeds, backend=kmeans_backend, normalize=normalize)
+        for key, val in cl["metrics"].items():
+            metrics[f"cluster/{key}"] = val
+        out["clustering_per_seed"] = cl["per_seed"]
+        definitions.update(clustering.DEFINITIONS)
+        definitions["clustering_settings"] = dict(cl["settings"], rows="gallery rows", labels="category")
+        counts["cluster/points"] = cl["settings"]["n_points"]
+        timings["clustering"] = time.perf_counter() - t0
+
+    out.update(metrics=metrics, definitions=definitions, counts=counts, timings_s=timings,
+               settings={"normalize": normalize, "seed": seed, "ks": list(ks), "max_topk": max_topk,
+                         "knn_backend": knn_backend, "kmeans_backend": kmeans_backend, "kmeans_seeds": kseeds,
+                         "tasks": list(tasks)})
+    return out
