@@ -13,6 +13,10 @@
    the tied LM head; masked regions regress their original feature (MSE, the released
    ``--predict_feature``). No ITM (``BertPreTrainingHeads_woITM``).
 
+Initialisation (``init``): ``"lecun"`` (default) re-draws every Linear with std ``1/sqrt(fan_in)`` after
+the BERT init, shared with SCALE (see :func:`bench.nn.layers.init_lecun_linears` for the measured
+collapse it prevents at width 128); the ``paper`` preset keeps BERT's 0.02 (``"bert"``).
+
 Embedding (CAPTURE ships no retrieval extractor): the **sum** of the two streams' first tokens after
 ``t_fc``/``v_fc`` (the sibling SCALE code's rule), over the modalities a listing has; ``concat``,
 ``text`` and ``image`` are variants.
@@ -32,7 +36,7 @@ from bench.modalities import Modality, ModalitySet
 from bench.nn.coattention import CoAttentionLayer
 from bench.nn.embeddings import RegionEmbedding, TextEmbedding
 from bench.nn.heads import MLMHead, Pooler, RegressionHead
-from bench.nn.layers import Encoder
+from bench.nn.layers import Encoder, init_lecun_linears
 from bench.nn.losses import masked_mse, nt_xent
 
 
@@ -51,6 +55,10 @@ class CaptureConfig(BaselineConfig):
     clr_dim: int = 128  # contrastive projection width (CAPTURE: 512)
     temperature: float = 0.07
     combine: str = "sum"  # multimodal embedding rule: "sum" or "concat"
+    # "lecun": BERT init then every Linear N(0, 1/fan_in) (as SCALE's default; at width 128 BERT's 0.02
+    # leaves the first tokens listing-independent and the CLR loss collapses to log(2B-1));
+    # "bert": normal(0, 0.02) everywhere (the released code, tuned for width 768; the paper preset)
+    init: str = "lecun"
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
@@ -58,7 +66,7 @@ class CaptureConfig(BaselineConfig):
         # capture.json + cross_config.json: 4 + 4 unimodal, 4 co-attention (512, 8 heads), 6 cross (8 heads)
         p["paper"].update(text_layers=4, vision_layers=4, coattn_layers=4, cross_layers=6, vision_heads=8,
                           vision_ffn_dim=1024, coattn_dim=512, coattn_heads=8, cross_heads=8, out_dim=512,
-                          clr_dim=512)
+                          clr_dim=512, init="bert")
         return p
 
 
@@ -70,6 +78,8 @@ class Capture(BaselineAdapter):
         c = config
         if c.combine not in ("sum", "concat"):
             raise ValueError(f"CAPTURE combine must be 'sum' or 'concat', not {c.combine!r}")
+        if c.init not in ("lecun", "bert"):
+            raise ValueError(f"CAPTURE init must be 'lecun' or 'bert', not {c.init!r}")
         self.text = TextEmbedding(spec.vocab_size, c.d, spec.title_len, dropout=c.dropout, pad_id=spec.pad_id)
         self.region = RegionEmbedding(spec.region_dim, c.d, box_dim=5, dropout=c.dropout)
         self.text_encoder = Encoder(c.text_layers, c.d, c.heads, c.ffn_dim, norm="post", dropout=c.dropout)
@@ -90,6 +100,12 @@ class Capture(BaselineAdapter):
         self.mlm = MLMHead(c.d, spec.vocab_size, self.text.word)
         self.mrp = RegressionHead(c.out_dim, spec.region_dim)
         self._init_weights()
+
+    def _post_init(self) -> None:
+        """``init="lecun"``: width-aware Linear init (:func:`bench.nn.layers.init_lecun_linears`) on top
+        of the BERT init, so the unimodal first tokens depend on content from the first step."""
+        if self.config.init == "lecun":
+            init_lecun_linears(self)
 
     def _forward(self, ids: torch.Tensor, t_mask: torch.Tensor, r: dict[str, torch.Tensor]
                  ) -> dict[str, torch.Tensor]:

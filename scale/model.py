@@ -35,6 +35,12 @@ Architecture (models.md §10, paper-and-official-code.md §4):
   with the weights) before the embedding and as regression targets, so the three MSE losses share a
   scale (raw MFCCs gave MAM losses ~1000x MRP's on the synthetic catalog). Zero imputation and
   zeroed masked tokens are zeros in the standardised space.
+* **Initialisation** (``init``, default ``"lecun"``; a documented deviation at small widths): BERT's
+  normal(0, 0.02), then every Linear re-drawn with std ``1/sqrt(fan_in)``. With 0.02 at width 128 the
+  attention / FFN branches are ~5 % of the residual stream, so every listing's first token is its
+  (constant) ``[CLS]`` / global-token embedding (cosine 1.000 between titles) and SIMCL collapses to
+  ``log(2B-1)`` (measured on synthetic:mini; see :func:`bench.nn.layers.init_lecun_linears`). The
+  ``paper`` preset (width 768, where 0.02 is BERT's own choice) keeps ``init="bert"``.
 * **Masked tasks** on the joint outputs, 15 % each: MLM on the title (80/10/10) and MEM on the table
   (``mem_span``) through one tied LM head; MRP (regions, 90 % zeroed), MFP (frames) and MAM (audio),
   MSE to the original features. Losses only over listings where the modality is present.
@@ -62,6 +68,7 @@ from torch import nn
 from bench.adapter import Adapter, AdapterConfig
 from bench.features.batch import Batch, FeatureSpec
 from bench.modalities import Modality, ModalitySet
+from bench.nn.layers import init_lecun_linears
 from bench.nn import (Encoder, Harmonizer, MLMHead, Pooler, RegionEmbedding, RegressionHead, RunningStandardizer,
                       SequenceFeatureEmbedding, TextEmbedding, init_bert_weights, mask_entities, mask_features,
                       mask_regions, mask_tokens, masked_mse, mlm_ce, nt_xent, prepend_global, run_length_bucketed)
@@ -105,6 +112,10 @@ class ScaleConfig(AdapterConfig):
     modality_type_embeddings: bool = False
     attend_missing: str = "global"  # "global" | "none" | "all" (released code attends all imputed tokens)
     embed_sum_all: bool = False  # released code: retrieval vector sums all five, present or not
+    # weight init: "lecun" = BERT's init, then every Linear N(0, 1/fan_in) (bench.nn.layers.init_lecun_linears:
+    # at width 128, BERT's 0.02 leaves the first tokens listing-independent and SIMCL collapses to
+    # log(2B-1)); "bert" = normal(0, 0.02) everywhere (the released code, tuned for width 768)
+    init: str = "lecun"
     length_buckets: int = 4  # encoders run rows grouped by length in this many groups (1 = off)
     # standardise region / frame / audio features per dimension with running statistics (inputs and
     # regression targets), so MRP / MFP / MAM losses are on one scale (raw MFCCs give MSEs in the
@@ -133,7 +144,7 @@ class ScaleConfig(AdapterConfig):
             # (the released joint transformer has 8 heads; the paper text gives 12 for the model)
             "paper": dict(hidden=768, heads=12, text_layers=6, table_layers=6, image_layers=6, video_layers=6,
                           audio_layers=6, joint_layers=6, joint_heads=12, clr_dim=1024, dropout=0.1,
-                          batch_size=64, lr=1e-4, epochs=5, warmup_ratio=0.1),
+                          init="bert", batch_size=64, lr=1e-4, epochs=5, warmup_ratio=0.1),
             # tiny everywhere except a title encoder initialised from the packaged all-MiniLM-L6-v2 BERT
             # (384 wide, 12 heads, 6 layers); needs features tokenized with that model's vocabulary
             "minilm": dict(hidden=384, heads=12, text_layers=6, table_layers=1, image_layers=1, video_layers=1,
@@ -147,6 +158,7 @@ class ScaleConfig(AdapterConfig):
             "harmonize": ("learned", "feature", "uniform"),
             "joint_positions": ("concat", "segment"),
             "attend_missing": ("global", "none", "all"),
+            "init": ("lecun", "bert"),
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -251,6 +263,8 @@ class Scale(Adapter):
         self.harmonizer = Harmonizer([m.value for m in self.order], c.harmonize, floor=c.harmonize_floor,
                                      entropy_weight=c.harmonize_entropy)
         self.apply(init_bert_weights)  # S stays zero: the init only touches Linear/Embedding/LayerNorm
+        if c.init == "lecun":
+            init_lecun_linears(self)
         self.last_token_stats: dict[str, int] = {}
         if c.init_text_from:
             self.init_text_from_bert(c.init_text_from)
