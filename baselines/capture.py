@@ -13,9 +13,10 @@
    the tied LM head; masked regions regress their original feature (MSE, the released
    ``--predict_feature``). No ITM (``BertPreTrainingHeads_woITM``).
 
-Initialisation (``init``): ``"lecun"`` (default) re-draws every Linear with std ``1/sqrt(fan_in)`` after
-the BERT init, shared with SCALE (see :func:`bench.nn.layers.init_lecun_linears` for the measured
-collapse it prevents at width 128); the ``paper`` preset keeps BERT's 0.02 (``"bert"``).
+Initialisation (``init``): ``"lecun"`` (default) re-draws every Linear outside the pre-LN cross encoder
+with std ``1/sqrt(fan_in)`` after the BERT init (the cross encoder keeps 0.02, near the identity), as
+SCALE does (see :func:`bench.nn.layers.init_lecun_linears` for the measured collapse it prevents at
+width 128); the ``paper`` preset keeps BERT's 0.02 (``"bert"``).
 
 Embedding (CAPTURE ships no retrieval extractor): the **sum** of the two streams' first tokens after
 ``t_fc``/``v_fc`` (the sibling SCALE code's rule), over the modalities a listing has; ``concat``,
@@ -55,8 +56,8 @@ class CaptureConfig(BaselineConfig):
     clr_dim: int = 128  # contrastive projection width (CAPTURE: 512)
     temperature: float = 0.07
     combine: str = "sum"  # multimodal embedding rule: "sum" or "concat"
-    # "lecun": BERT init then every Linear N(0, 1/fan_in) (as SCALE's default; at width 128 BERT's 0.02
-    # leaves the first tokens listing-independent and the CLR loss collapses to log(2B-1));
+    # "lecun": BERT init then every Linear but the cross encoder's N(0, 1/fan_in) (as SCALE's default; at
+    # width 128 BERT's 0.02 leaves the first tokens listing-independent and the CLR loss collapses to log(2B-1));
     # "bert": normal(0, 0.02) everywhere (the released code, tuned for width 768; the paper preset)
     init: str = "lecun"
 
@@ -105,7 +106,8 @@ class Capture(BaselineAdapter):
         """``init="lecun"``: width-aware Linear init (:func:`bench.nn.layers.init_lecun_linears`) on top
         of the BERT init, so the unimodal first tokens depend on content from the first step."""
         if self.config.init == "lecun":
-            init_lecun_linears(self)
+            # the pre-LN cross encoder keeps 0.02 (near the identity at init), as SCALE's joint stack
+            init_lecun_linears(self, skip=(self.cross_encoder,))
 
     def _forward(self, ids: torch.Tensor, t_mask: torch.Tensor, r: dict[str, torch.Tensor]
                  ) -> dict[str, torch.Tensor]:

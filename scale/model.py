@@ -36,10 +36,12 @@ Architecture (models.md §10, paper-and-official-code.md §4):
   scale (raw MFCCs gave MAM losses ~1000x MRP's on the synthetic catalog). Zero imputation and
   zeroed masked tokens are zeros in the standardised space.
 * **Initialisation** (``init``, default ``"lecun"``; a documented deviation at small widths): BERT's
-  normal(0, 0.02), then every Linear re-drawn with std ``1/sqrt(fan_in)``. With 0.02 at width 128 the
-  attention / FFN branches are ~5 % of the residual stream, so every listing's first token is its
-  (constant) ``[CLS]`` / global-token embedding (cosine 1.000 between titles) and SIMCL collapses to
-  ``log(2B-1)`` (measured on synthetic:mini; see :func:`bench.nn.layers.init_lecun_linears`). The
+  normal(0, 0.02), then every Linear outside the pre-LN joint stack re-drawn with std ``1/sqrt(fan_in)``
+  (the joint stack keeps 0.02: its residual stream already carries the unimodal outputs, and small
+  branches keep a pre-LN stack near the identity at init; re-drawing it too measured worse). With 0.02
+  at width 128 the attention / FFN branches are ~5 % of the residual stream, so every listing's first
+  token is its (constant) ``[CLS]`` / global-token embedding (cosine 1.000 between titles) and SIMCL
+  collapses to ``log(2B-1)`` (measured on synthetic:mini; see :func:`bench.nn.layers.init_lecun_linears`). The
   ``paper`` preset (width 768, where 0.02 is BERT's own choice) keeps ``init="bert"``.
 * **Masked tasks** on the joint outputs, 15 % each: MLM on the title (80/10/10) and MEM on the table
   (``mem_span``) through one tied LM head; MRP (regions, 90 % zeroed), MFP (frames) and MAM (audio),
@@ -112,9 +114,10 @@ class ScaleConfig(AdapterConfig):
     modality_type_embeddings: bool = False
     attend_missing: str = "global"  # "global" | "none" | "all" (released code attends all imputed tokens)
     embed_sum_all: bool = False  # released code: retrieval vector sums all five, present or not
-    # weight init: "lecun" = BERT's init, then every Linear N(0, 1/fan_in) (bench.nn.layers.init_lecun_linears:
-    # at width 128, BERT's 0.02 leaves the first tokens listing-independent and SIMCL collapses to
-    # log(2B-1)); "bert" = normal(0, 0.02) everywhere (the released code, tuned for width 768)
+    # weight init: "lecun" = BERT's init, then every Linear but the joint stack's N(0, 1/fan_in)
+    # (bench.nn.layers.init_lecun_linears: at width 128, BERT's 0.02 leaves the first tokens
+    # listing-independent and SIMCL collapses to log(2B-1)); "bert" = normal(0, 0.02) everywhere (the
+    # released code, tuned for width 768)
     init: str = "lecun"
     length_buckets: int = 4  # encoders run rows grouped by length in this many groups (1 = off)
     # standardise region / frame / audio features per dimension with running statistics (inputs and
@@ -264,7 +267,10 @@ class Scale(Adapter):
                                      entropy_weight=c.harmonize_entropy)
         self.apply(init_bert_weights)  # S stays zero: the init only touches Linear/Embedding/LayerNorm
         if c.init == "lecun":
-            init_lecun_linears(self)
+            # not the pre-LN joint stack: its residual stream already carries the (content-bearing)
+            # unimodal outputs, and small residual branches (0.02) keep it near the identity at init,
+            # the usual well-conditioned start of a pre-LN stack
+            init_lecun_linears(self, skip=(self.joint,))
         self.last_token_stats: dict[str, int] = {}
         if c.init_text_from:
             self.init_text_from_bert(c.init_text_from)

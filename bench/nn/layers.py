@@ -275,7 +275,7 @@ def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
         nn.init.zeros_(module.bias)
 
 
-def init_lecun_linears(module: nn.Module, min_fan_in: int = 8) -> None:
+def init_lecun_linears(module: nn.Module, min_fan_in: int = 8, skip: tuple[nn.Module, ...] = ()) -> None:
     """Width-aware re-initialisation of every ``nn.Linear`` under ``module``: weights
     ``normal(0, 1 / sqrt(fan_in))`` (LeCun normal), biases zero. Apply after :func:`init_bert_weights`
     (which sets the embeddings and LayerNorms).
@@ -291,10 +291,13 @@ def init_lecun_linears(module: nn.Module, min_fan_in: int = 8) -> None:
     changes). Linears with ``fan_in < min_fan_in`` (e.g. the 5-d box projection, whose inputs are
     coordinates in [0, 1], not unit-variance features) keep their previous init. A word embedding
     tied to an LM decoder ``Linear`` gets that decoder's ``1 / sqrt(d)``, so token identity outweighs
-    the 0.02 position / segment embeddings under the embedding LayerNorm.
+    the 0.02 position / segment embeddings under the embedding LayerNorm. Linears inside the modules
+    in ``skip`` (e.g. a pre-LN stack that should start near the identity) are left as they are.
     """
+    skipped = {id(p) for sub in skip for p in sub.parameters()}
     for mod in module.modules():
-        if isinstance(mod, nn.Linear) and mod.in_features >= min_fan_in:
+        if (isinstance(mod, nn.Linear) and mod.in_features >= min_fan_in
+                and id(mod.weight) not in skipped):
             nn.init.normal_(mod.weight, mean=0.0, std=mod.in_features ** -0.5)
             if mod.bias is not None:
                 nn.init.zeros_(mod.bias)
