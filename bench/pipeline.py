@@ -242,19 +242,28 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
     from bench.finetune import finetune_classifier
     from bench.results import new_result, write_json_atomic
 
+    from accelerate import PartialState
+
     cell, sw = plan.cell, Stopwatch()
     t_start = time.perf_counter()
     mods = cell.modalities
+    # Under `accelerate launch` every process runs this function: the main process builds the
+    # catalog and features first (the others then find them cached), all processes pretrain
+    # data-parallel, and only the main process embeds, scores and writes the result.
+    state = PartialState()
+    if not state.is_main_process:
+        say = lambda *_: None  # noqa: E731 - one voice on the console
+        progress = False
 
-    with sw("catalog"):
-        catalog = load_catalog(cell.data, progress=progress)
-    say(f"[bold]catalog[/] {catalog.source}: {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]}")
-
-    with sw("features"):
-        fcfg = FeatureConfig()
-        cached = (store_dir(catalog, fcfg) / "info.json").exists()
-        store = build_features(catalog, fcfg, progress=progress)
-    say(f"[bold]features[/] {'cached' if cached else 'built'}: {store.path}")
+    with state.main_process_first():
+        with sw("catalog"):
+            catalog = load_catalog(cell.data, progress=progress)
+        say(f"[bold]catalog[/] {catalog.source}: {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]}")
+        with sw("features"):
+            fcfg = FeatureConfig()
+            cached = (store_dir(catalog, fcfg) / "info.json").exists()
+            store = build_features(catalog, fcfg, progress=progress)
+        say(f"[bold]features[/] {'cached' if cached else 'built'}: {store.path}")
     spec = store.spec
 
     setup = resolve_setup(plan, catalog.fingerprint, fcfg.hash())
@@ -291,8 +300,12 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
             train_info = {"global_step": res.global_step, "epochs": res.epochs_completed, "seconds": round(res.seconds, 2),
                           "last_log": res.last_log, "mixed_precision": res.mixed_precision,
                           "resumed_from_step": res.resumed_from_step}
-            model.save_pretrained(final, cell=cell.describe())
-            write_json_atomic(run_dir / "train_summary.json", train_info)
+            if state.is_main_process:
+                model.save_pretrained(final, cell=cell.describe())
+                write_json_atomic(run_dir / "train_summary.json", train_info)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
 
     if pretrain_only:
         say(f"[bold green]checkpoint[/] {final}")
