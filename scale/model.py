@@ -41,8 +41,8 @@ Architecture (models.md §10, paper-and-official-code.md §4):
   branches keep a pre-LN stack near the identity at init; re-drawing it too measured worse). With 0.02
   at width 128 the attention / FFN branches are ~5 % of the residual stream, so every listing's first
   token is its (constant) ``[CLS]`` / global-token embedding (cosine 1.000 between titles) and SIMCL
-  collapses to ``log(2B-1)`` (measured on synthetic:mini; see :func:`bench.nn.layers.init_lecun_linears`). The
-  ``paper`` preset (width 768, where 0.02 is BERT's own choice) keeps ``init="bert"``.
+  collapses to ``log(2B-1)`` (measured on synthetic:mini; see :func:`bench.nn.layers.init_lecun_linears`).
+  The ``paper`` preset (width 768, where 0.02 is BERT's own choice) keeps ``init="bert"``.
 * **Masked tasks** on the joint outputs, 15 % each: MLM on the title (80/10/10) and MEM on the table
   (``mem_span``) through one tied LM head; MRP (regions, 90 % zeroed), MFP (frames) and MAM (audio),
   MSE to the original features. Losses only over listings where the modality is present.
@@ -70,10 +70,10 @@ from torch import nn
 from bench.adapter import Adapter, AdapterConfig
 from bench.features.batch import Batch, FeatureSpec
 from bench.modalities import Modality, ModalitySet
-from bench.nn.layers import init_lecun_linears
 from bench.nn import (Encoder, Harmonizer, MLMHead, Pooler, RegionEmbedding, RegressionHead, RunningStandardizer,
                       SequenceFeatureEmbedding, TextEmbedding, init_bert_weights, mask_entities, mask_features,
                       mask_regions, mask_tokens, masked_mse, mlm_ce, nt_xent, prepend_global, run_length_bucketed)
+from bench.nn.layers import init_lecun_linears  # not re-exported by bench.nn (its __init__ is not ours)
 
 #: Order of the segments in the joint sequence (the released code's concatenation order).
 JOINT_ORDER: tuple[Modality, ...] = (Modality.T, Modality.Tab, Modality.I, Modality.V, Modality.A)
