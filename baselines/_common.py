@@ -16,7 +16,7 @@ from bench.adapter import Adapter, AdapterConfig
 from bench.features.batch import Batch, FeatureSpec
 from bench.modalities import Modality, ModalitySet
 from bench.nn.embeddings import RunningStandardizer, masked_mean, prepend_global
-from bench.nn.layers import init_bert_weights, num_params
+from bench.nn.layers import init_bert_weights, init_lecun_linears, num_params
 from bench.nn.losses import mlm_ce
 from bench.nn.masking import mask_regions, mask_tokens
 
@@ -41,12 +41,18 @@ class BaselineConfig(AdapterConfig):
     lr: float = 1e-3
     epochs: int = 2
     warmup_ratio: float = 0.1
+    # "lecun": the model's own init, then every Linear re-drawn N(0, 1/fan_in) (bench.nn.layers.
+    # init_lecun_linears), as SCALE's tiny preset does: at width 128 BERT's fixed 0.02 leaves first
+    # tokens listing-independent and pooled embeddings collapse. "bert": the model's own init only
+    # (BERT's 0.02; the paper preset, where 0.02 is what BERT chose for width 768). Same rule for every
+    # model, so initialisation is not what separates them in a table.
+    init: str = "lecun"
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
         # paper: the BERT-base family (hidden 768, 12 heads, FFN 3072); models add layer counts
         return {"tiny": {}, "paper": dict(d=768, heads=12, ffn_dim=3072, dropout=0.1, batch_size=64, lr=1e-4,
-                                          epochs=5)}
+                                          epochs=5, init="bert")}
 
 
 class BaselineAdapter(Adapter):
@@ -72,9 +78,18 @@ class BaselineAdapter(Adapter):
 
     # --- construction --------------------------------------------------------------------------
     def _init_weights(self) -> None:
-        """BERT initialisation of everything, then each model's special inits (``_post_init``)."""
+        """BERT initialisation of everything, the width-aware re-draw where ``config.init == "lecun"``,
+        then each model's special inits (``_post_init``)."""
+        if self.config.init not in ("lecun", "bert"):
+            raise ValueError(f"{type(self).__name__} init must be 'lecun' or 'bert', not {self.config.init!r}")
         self.apply(init_bert_weights)
+        if self.config.init == "lecun":
+            init_lecun_linears(self, skip=self._lecun_skip())
         self._post_init()
+
+    def _lecun_skip(self) -> tuple[nn.Module, ...]:
+        """Modules the width-aware re-draw leaves at 0.02 (pre-LN stacks that should start near identity)."""
+        return ()
 
     def _post_init(self) -> None:
         pass

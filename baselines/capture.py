@@ -37,7 +37,7 @@ from bench.modalities import Modality, ModalitySet
 from bench.nn.coattention import CoAttentionLayer
 from bench.nn.embeddings import RegionEmbedding, TextEmbedding
 from bench.nn.heads import MLMHead, Pooler, RegressionHead
-from bench.nn.layers import Encoder, init_lecun_linears
+from bench.nn.layers import Encoder
 from bench.nn.losses import masked_mse, nt_xent
 
 
@@ -56,10 +56,6 @@ class CaptureConfig(BaselineConfig):
     clr_dim: int = 128  # contrastive projection width (CAPTURE: 512)
     temperature: float = 0.07
     combine: str = "sum"  # multimodal embedding rule: "sum" or "concat"
-    # "lecun": BERT init then every Linear but the cross encoder's N(0, 1/fan_in) (as SCALE's default; at
-    # width 128 BERT's 0.02 leaves the first tokens listing-independent and the CLR loss collapses to log(2B-1));
-    # "bert": normal(0, 0.02) everywhere (the released code, tuned for width 768; the paper preset)
-    init: str = "lecun"
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
@@ -67,7 +63,7 @@ class CaptureConfig(BaselineConfig):
         # capture.json + cross_config.json: 4 + 4 unimodal, 4 co-attention (512, 8 heads), 6 cross (8 heads)
         p["paper"].update(text_layers=4, vision_layers=4, coattn_layers=4, cross_layers=6, vision_heads=8,
                           vision_ffn_dim=1024, coattn_dim=512, coattn_heads=8, cross_heads=8, out_dim=512,
-                          clr_dim=512, init="bert")
+                          clr_dim=512)
         return p
 
 
@@ -79,8 +75,6 @@ class Capture(BaselineAdapter):
         c = config
         if c.combine not in ("sum", "concat"):
             raise ValueError(f"CAPTURE combine must be 'sum' or 'concat', not {c.combine!r}")
-        if c.init not in ("lecun", "bert"):
-            raise ValueError(f"CAPTURE init must be 'lecun' or 'bert', not {c.init!r}")
         self.text = TextEmbedding(spec.vocab_size, c.d, spec.title_len, dropout=c.dropout, pad_id=spec.pad_id)
         self.region = RegionEmbedding(spec.region_dim, c.d, box_dim=5, dropout=c.dropout)
         self.text_encoder = Encoder(c.text_layers, c.d, c.heads, c.ffn_dim, norm="post", dropout=c.dropout)
@@ -102,12 +96,9 @@ class Capture(BaselineAdapter):
         self.mrp = RegressionHead(c.out_dim, spec.region_dim)
         self._init_weights()
 
-    def _post_init(self) -> None:
-        """``init="lecun"``: width-aware Linear init (:func:`bench.nn.layers.init_lecun_linears`) on top
-        of the BERT init, so the unimodal first tokens depend on content from the first step."""
-        if self.config.init == "lecun":
-            # the pre-LN cross encoder keeps 0.02 (near the identity at init), as SCALE's joint stack
-            init_lecun_linears(self, skip=(self.cross_encoder,))
+    def _lecun_skip(self) -> tuple[nn.Module, ...]:
+        # the pre-LN cross encoder keeps 0.02 (near the identity at init), as SCALE's joint stack
+        return (self.cross_encoder,)
 
     def _forward(self, ids: torch.Tensor, t_mask: torch.Tensor, r: dict[str, torch.Tensor]
                  ) -> dict[str, torch.Tensor]:

@@ -45,6 +45,8 @@ class ClipConfig(BaselineConfig):
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
     combine: str = "sum"  # multimodal embedding: "sum" (of normalised towers) or "concat"
+    # CLIP's own init (``_post_init``) already scales with width and depth, so no extra re-draw
+    init: str = "bert"
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
