@@ -290,8 +290,8 @@ def harmonize_matrix(result: Mapping[str, Any]) -> tuple[np.ndarray, list[str]] 
 
 def plot_harmonization(col: Collection, out_dir: Path) -> FigureOutcome:
     """The harmonisation state of a SCALE run (``S`` and/or ``weights``) as annotated heatmaps."""
-    prefs = [CellSpec.make("scale", "I,T,Tab,V,A", "subset", {"harmonize": "learned"}),
-             CellSpec.make("scale", "I,T,Tab,V,A", "subset")]
+    prefs = [CellSpec.make("scale", "I,T,Tab,V,A", split, *ov)
+             for split in ("subset", "full") for ov in (({"harmonize": "learned"},), ())]
     others = sorted(c for c in col.runs if c.model == "scale" and c not in prefs)
     for cell in prefs + others:
         for seed, (path, res) in sorted(col.seeds(cell).items()):
@@ -336,7 +336,11 @@ def make_figures(col: Collection, out_dir: Path, *, max_points: int = 2000, seed
     ``threads`` caps the OpenMP/BLAS pool for t-SNE (None: the libraries' default).
     """
     out_dir = Path(out_dir)
-    return [plot_tsne(col, out_dir, max_points=max_points, seed=seed, threads=threads),
+    # the paper's figure uses the subset; fall back to the full split when only that was run
+    tsne = plot_tsne(col, out_dir, max_points=max_points, seed=seed, threads=threads)
+    if tsne.path is None:
+        tsne = plot_tsne(col, out_dir, split="full", max_points=max_points, seed=seed, threads=threads)
+    return [tsne,
             plot_modality_correlation(col, out_dir),
             plot_harmonization(col, out_dir)]
 
