@@ -191,19 +191,17 @@ def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> S
 
 def describe_cache(plan: Plan) -> list[str]:
     """What ``run_cell`` would reuse and what it would compute (``bench run --dry-run``)."""
-    from bench.data.catalog import synthetic_dir
+    from bench.data.catalog import parse_source, synthetic_dir
     from bench.features import FeatureConfig, store_dir
 
     lines = [f"model {plan.entry.paper_name} ({plan.entry.target}), preset {plan.cell.preset}",
              f"model overrides {plan.model_overrides or '-'}; train overrides {plan.train_overrides or '-'}; "
              f"pipeline {plan.pipeline}"]
-    src = plan.cell.data or "synthetic"
-    if src.startswith("synthetic"):
-        parts = src.split(":")
-        size = parts[1] if len(parts) > 1 else "default"
-        seed = int(parts[2]) if len(parts) > 2 else 0
-        if not synthetic_dir(size, seed).exists():
-            lines += [f"catalog  : will be generated ({src})", "features : will be built",
+    kind, arg = parse_source(plan.cell.data)
+    if kind == "synthetic":
+        size, _, seed = arg.partition(":")
+        if not (synthetic_dir(size, int(seed or 0)) / "info.json").is_file():
+            lines += [f"catalog  : will be generated (synthetic {size})", "features : will be built",
                       "pretrain : will run", f"result   : {plan.result_path}"]
             return lines
     from bench.data import load_catalog
