@@ -69,18 +69,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _split_overrides(cfg_cls: type, train_cls: type, overrides: dict[str, Any]) -> tuple[dict, dict, dict]:
+    from bench.features import FeatureConfig
+
     model_fields = {f.name for f in dataclasses.fields(cfg_cls)}
     train_fields = {f.name for f in dataclasses.fields(train_cls)}
-    model_ov, train_ov, pipe_ov = {}, {}, dict(PIPELINE_KEYS)
+    feature_fields = {f"features.{f.name}" for f in dataclasses.fields(FeatureConfig)}
+    model_ov, train_ov, pipe_ov = {}, {}, {**PIPELINE_KEYS, "features": {}}
     for k, v in overrides.items():
         if k in PIPELINE_KEYS:
             pipe_ov[k] = v
+        elif k in feature_fields:  # e.g. features.image_backbone=mobilenetv3_small_100
+            pipe_ov["features"][k.removeprefix("features.")] = v
         elif k in model_fields:
             model_ov[k] = v
         elif k.removeprefix("train.") in train_fields:
             train_ov[k.removeprefix("train.")] = v
         else:
-            known = sorted(model_fields | train_fields | set(PIPELINE_KEYS))
+            known = sorted(model_fields | train_fields | set(PIPELINE_KEYS) | feature_fields)
             close = difflib.get_close_matches(k, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UserError(f"unknown setting {k!r} for this model.{hint} Known: {', '.join(known)}")
@@ -208,7 +213,7 @@ def describe_cache(plan: Plan) -> list[str]:
 
     catalog = load_catalog(plan.cell.data, progress=False)
     lines.append(f"catalog  : cached ({catalog.source}, {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]})")
-    fcfg = FeatureConfig()
+    fcfg = FeatureConfig(**plan.pipeline["features"])
     sdir = store_dir(catalog, fcfg)
     lines.append(f"features : {'cached' if (sdir / 'info.json').exists() else 'will be built'} ({sdir})")
     if plan.pipeline["untrained"]:
@@ -258,7 +263,7 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
             catalog = load_catalog(cell.data, progress=progress)
         say(f"[bold]catalog[/] {catalog.source}: {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]}")
         with sw("features"):
-            fcfg = FeatureConfig()
+            fcfg = FeatureConfig(**plan.pipeline["features"])
             cached = (store_dir(catalog, fcfg) / "info.json").exists()
             store = build_features(catalog, fcfg, progress=progress)
         say(f"[bold]features[/] {'cached' if cached else 'built'}: {store.path}")

@@ -37,6 +37,15 @@ def test_refusals_happen_before_any_work(tmp_path, monkeypatch):
         plan_cell(CellSpec("scale", ModalitySet.parse("I,T"), split="half"), tmp_path)
 
 
+def test_feature_settings_reach_the_feature_config(tmp_path):
+    plan = plan_cell(CellSpec("scale", ModalitySet.parse("I,T"), overrides={
+        "features.image_backbone": "mobilenetv3_small_100", "features.vocab_size": 2000}), tmp_path)
+    assert plan.pipeline["features"] == {"image_backbone": "mobilenetv3_small_100", "vocab_size": 2000}
+    assert plan.model_overrides == {} and plan.train_overrides == {}
+    with pytest.raises(UserError, match="features.image_backbone"):
+        plan_cell(CellSpec("scale", ModalitySet.parse("I,T"), overrides={"features.image_bakbone": "x"}), tmp_path)
+
+
 def test_cli_refusal_exit_code(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--model", "clip", "--modalities", "I,T,Tab"])
