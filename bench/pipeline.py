@@ -27,8 +27,10 @@ SPLITS = ("subset", "full")
 #: ``pretrain_incomplete`` keeps listings that lack some requested modality in pretraining (the
 #: paper's default; ``false`` is its "complete listings only" ablation); ``untrained`` skips
 #: pretraining (the control every trained model must beat); ``finetune_epochs`` sizes the paper's
-#: fine-tuned classification stage.
-PIPELINE_KEYS: dict[str, Any] = {"pretrain_incomplete": True, "untrained": False, "finetune_epochs": 1}
+#: fine-tuned classification stage and ``finetune_backbone_lr`` scales the backbone's learning rate
+#: in it (relative to the pretraining lr; the new head always trains at the full lr).
+PIPELINE_KEYS: dict[str, Any] = {"pretrain_incomplete": True, "untrained": False, "finetune_epochs": 1,
+                                 "finetune_backbone_lr": 1.0}
 
 
 def default_results_dir() -> Path:
@@ -339,7 +341,8 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
 
         ft = finetune_classifier(model, ft_batches, max(1, len(cls_train_rows) // tcfg.batch_size),
                                  store.batches(eval_rows, mods, 128), num_classes=spec.num_categories,
-                                 cfg=ft_cfg, progress=progress)
+                                 cfg=ft_cfg, backbone_lr=ft_cfg.lr * float(plan.pipeline["finetune_backbone_lr"]),
+                                 progress=progress)
     with sw("evaluate"):
         fin = evaluate(np.asarray(ft["features"]), head_predictions=np.asarray(ft["predictions"])[in_eval["cls_test"]],
                        tasks=("retrieval", "classification"), **common)
