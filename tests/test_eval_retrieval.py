@@ -96,10 +96,11 @@ def test_max_topk_controls_official_list_length():
         assert res.counts["x/m5product_short_lists"] == short
 
 
-def test_tie_rule_lower_gallery_index_wins_at_the_boundary():
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_tie_rule_lower_gallery_index_wins_at_the_boundary(backend):
     g = torch.ones(40, 4)
     g[7] *= 2  # one clear winner, then 39 equal scores
-    s = GallerySearcher(g, backend="torch")
+    s = GallerySearcher(g, backend=backend)
     nb = s.search(torch.ones(3, 4), 5, torch.tensor([-1, 0, 8]))
     assert nb.index[0].tolist() == [7, 0, 1, 2, 3]
     assert nb.index[1].tolist() == [7, 1, 2, 3, 4]  # own row 0 removed
@@ -107,11 +108,12 @@ def test_tie_rule_lower_gallery_index_wins_at_the_boundary():
     assert nb.self_score[1].item() == 4.0 and np.isnan(nb.self_score[0].item())
 
 
-def test_tie_rebuilt_rows_are_ordered_by_score():
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_tie_rebuilt_rows_are_ordered_by_score(backend):
     # scores 1,5,1,1,3,1,1,1: top 3 = item 1 (5), item 4 (3), then the tie at 1 -> lowest index 0
     g = torch.eye(8)
     q = torch.tensor([[1.0, 5, 1, 1, 3, 1, 1, 1]])
-    nb = GallerySearcher(g, backend="torch").search(q, 3, torch.tensor([-1]))
+    nb = GallerySearcher(g, backend=backend).search(q, 3, torch.tensor([-1]))
     assert nb.index[0].tolist() == [1, 4, 0]
     assert nb.score[0].tolist() == [5.0, 3.0, 1.0]
 
@@ -148,33 +150,39 @@ def test_multi_listing_products_fine_labels():
     assert m["fine/Prec@5[m5product]"] == pytest.approx((2 / 3 * 3 + 1 / 2 * 2 + 0) / 6)
 
 
-def test_oracle_embedding_scores_one_and_constant_scores_chance():
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_oracle_embedding_scores_one_and_constant_scores_chance(backend):
     rng = np.random.default_rng(0)
     cat = rng.integers(0, 6, 240)
     onehot = np.eye(6, dtype=np.float32)[cat]
-    res = retrieval_metrics(onehot, onehot, {"c": (cat, cat)}, query_gallery_index=np.arange(240))
+    res = retrieval_metrics(onehot, onehot, {"c": (cat, cat)}, query_gallery_index=np.arange(240), backend=backend)
     for key in ("mAP@R[pml]", "R-precision[pml]", "mAP@10[m5product]", "Prec@10[m5product]",
                 "mAP@10[min_k_r]", "Recall@1", "Prec@5[std]"):
         assert res.metrics[f"c/{key}"] == 1.0, key
     # constant embedding: all ties, ranking = gallery order; with labels independent of order the
     # R-precision equals the positive rate in expectation
     const = np.ones((240, 4), dtype=np.float32)
-    res = retrieval_metrics(const, const, {"c": (cat, cat)}, query_gallery_index=np.arange(240))
+    res = retrieval_metrics(const, const, {"c": (cat, cat)}, query_gallery_index=np.arange(240), backend=backend)
+    exact = retrieval_metrics(const, const, {"c": (cat, cat)}, query_gallery_index=np.arange(240), backend="torch")
+    assert res.metrics == exact.metrics  # all ties: both backends give the gallery order
     counts = np.bincount(cat)
     chance = float(np.mean((counts[cat] - 1) / 239))
     assert abs(res.metrics["c/R-precision[pml]"] - chance) < 0.05
     assert abs(res.metrics["c/Prec@10[std]"] - chance) < 0.05
 
 
-def test_shuffling_the_gallery_changes_nothing():
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_shuffling_the_gallery_changes_nothing(backend):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 16)).astype(np.float32)
     cat = rng.integers(0, 5, 200)
     pid = rng.integers(0, 60, 200)
-    base = retrieval_metrics(x, x, {"c": (cat, cat), "f": (pid, pid)}, query_gallery_index=np.arange(200))
+    base = retrieval_metrics(x, x, {"c": (cat, cat), "f": (pid, pid)}, query_gallery_index=np.arange(200),
+                             backend=backend)
     perm = rng.permutation(200)
     inv = np.argsort(perm)
-    shuf = retrieval_metrics(x, x[perm], {"c": (cat, cat[perm]), "f": (pid, pid[perm])}, query_gallery_index=inv)
+    shuf = retrieval_metrics(x, x[perm], {"c": (cat, cat[perm]), "f": (pid, pid[perm])}, query_gallery_index=inv,
+                             backend=backend)
     for k, v in base.metrics.items():
         assert shuf.metrics[k] == pytest.approx(v, abs=1e-12), k
 
@@ -207,7 +215,7 @@ def test_faiss_backend_matches_torch_on_random_data():
     cc = rng.normal(size=(10, 32))
     cat = rng.integers(0, 10, 500)
     x = (cc[cat] + rng.normal(size=(500, 32))).astype(np.float32)
-    a = retrieval_metrics(x, x, {"c": (cat, cat)}, query_gallery_index=np.arange(500))
+    a = retrieval_metrics(x, x, {"c": (cat, cat)}, query_gallery_index=np.arange(500), backend="torch")
     b = retrieval_metrics(x, x, {"c": (cat, cat)}, query_gallery_index=np.arange(500), backend="faiss")
     for k, v in a.metrics.items():
         assert b.metrics[k] == pytest.approx(v, abs=1e-3), k  # near-ties only
@@ -252,3 +260,38 @@ def test_empty_query_set_keeps_every_key_as_nan():
     assert c_keys == f_keys and len(c_keys) == 2 + 5 * 3
     assert all(np.isnan(v) for k, v in res.metrics.items() if k.startswith("f/"))
     assert res.counts["f/queries"] == 0
+
+
+def test_auto_backend_is_faiss_when_installed_and_recorded(monkeypatch):
+    import builtins
+
+    from bench.eval.knn import resolve_backend
+
+    x = np.eye(4, dtype=np.float32)
+    res = retrieval_metrics(x, x, {"c": ([0, 0, 1, 1], [0, 0, 1, 1])}, query_gallery_index=np.arange(4))
+    assert res.definitions["_settings"]["knn_backend"] == "faiss"
+    real_import = builtins.__import__
+
+    def no_faiss(name, *args, **kwargs):
+        if name == "faiss":
+            raise ImportError("no faiss here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    assert resolve_backend("auto") == "torch"
+    with pytest.raises(ValueError, match="unknown knn backend 'fais'"):
+        resolve_backend("fais")
+
+
+def test_faiss_repairs_exact_ties_straddling_k_on_duplicates():
+    # many exact duplicates around the k-th place, in scrambled gallery order: faiss must return
+    # the same lists as the exact torch path (lower gallery index first among equal scores)
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(30, 8)).astype(np.float32)
+    g = torch.from_numpy(base[rng.integers(0, 30, 600)])
+    q = torch.from_numpy(base[:12])
+    self_idx = torch.full((12,), -1)
+    for k in (1, 5, 17, 40):
+        a = GallerySearcher(g, backend="torch").search(q, k, self_idx)
+        b = GallerySearcher(g, backend="faiss").search(q, k, self_idx)
+        assert torch.equal(a.index, b.index), k

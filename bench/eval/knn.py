@@ -6,10 +6,16 @@ matrix is never built.
 
 Order of a returned list: descending score, and among equal scores the lower gallery index first
 (the order Python's stable ``sorted(..., reverse=True)`` / ``heapq.nlargest`` gives, which is what
-the official script uses). The torch backend applies this rule exactly, also at the top-k boundary.
-The faiss backend (``IndexFlatIP``) computes the scores with its own BLAS blocking, so scores can
-differ in the last float32 bit and near-ties may order differently; exact ties inside the returned
-list are re-ordered by the same rule.
+the official script uses). Both backends apply this rule to exact ties, also at the top-k boundary.
+
+Backends: ``faiss`` (``IndexFlatIP``: BLAS blocks with the top-k heaps filled while a block is still
+in cache, so it costs about one bare matmul) and ``torch`` (one chunk x gallery matmul, then
+``topk``, a second pass over the score block: about 1.5x a bare matmul at k = 560, see
+``benchmarks/test_bench_eval.py``). ``auto``, the default, is faiss when ``faiss-cpu`` imports (it is
+a dependency) and torch otherwise. The two compute float32 dot products with different BLAS
+blocking, so a score can differ in the last bit and *near*-ties may order differently between them;
+exact ties cannot. A faiss row whose k-th and (k+1)-th scores tie is recomputed by the torch path,
+which resolves boundary ties exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BACKENDS = ("torch", "faiss")
+BACKENDS = ("auto", "torch", "faiss")
 _TIE_BLOCK = 64
 
 
@@ -53,17 +59,30 @@ def _order_by_score_then_index(index: torch.Tensor, score: torch.Tensor, n_galle
     return index, score
 
 
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> ``faiss`` when faiss-cpu imports, else ``torch``; other names are checked and returned."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "faiss"
+
+
 class GallerySearcher:
     """Holds a gallery and answers exact top-k queries chunk by chunk.
 
     Args:
         gallery: (G, d) float32 tensor (already normalised if cosine is wanted).
-        backend: ``"torch"`` (matmul + topk, exact tie rule) or ``"faiss"`` (IndexFlatIP).
+        backend: ``"auto"`` (faiss if installed, else torch), ``"torch"`` (matmul + topk) or
+            ``"faiss"`` (IndexFlatIP); :attr:`backend` holds the resolved name.
     """
 
-    def __init__(self, gallery: torch.Tensor, backend: str = "torch") -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    def __init__(self, gallery: torch.Tensor, backend: str = "auto") -> None:
+        backend = resolve_backend(backend)
         self.gallery = gallery.contiguous()
         self.n = int(gallery.shape[0])
         self.backend = backend
@@ -119,7 +138,7 @@ class GallerySearcher:
 
     def _search_faiss(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
         q = np.ascontiguousarray(query.numpy(), dtype=np.float32)
-        take = min(k + 1, self.n)  # room for the query's own row
+        take = min(k + 2, self.n)  # room for the query's own row and one column past the k-th
         dist, idx = self._index.search(q, take)
         score = torch.from_numpy(dist)
         index = torch.from_numpy(idx).to(torch.int64)
@@ -134,15 +153,21 @@ class GallerySearcher:
         if len(missing):
             # the own row fell outside the returned list (ties or a larger-norm neighbour): score it directly
             self_score[missing] = (query[missing] * self.gallery[self_index[missing]]).sum(dim=1)
-        drop = is_self.clone()
-        if take > k:
-            # rows that did not return themselves (or have none) drop the surplus last column instead
-            drop[~found, -1] = True
-        score = score.masked_fill(drop, float("-inf"))
-        index = index.masked_fill(drop, -1)
-        score, perm = score.sort(dim=1, descending=True, stable=True)  # move dropped columns to the end
-        index, score = _order_by_score_then_index(index.gather(1, perm), score, self.n)
-        return ChunkNeighbors(index=index[:, :k], score=score[:, :k], self_score=self_score)
+        score = score.masked_fill(is_self, float("-inf"))
+        index = index.masked_fill(is_self | (index < 0), -1)
+        score, perm = score.sort(dim=1, descending=True, stable=True)  # move the own row to the end
+        index = index.gather(1, perm)
+        if score.shape[1] > k:
+            # faiss keeps the lower index among exact ties in practice, but that is its heap's habit,
+            # not its contract: rows with a tie straddling the k-th place are redone exactly
+            kth = score[:, k - 1]
+            tied = torch.nonzero((kth == score[:, k]) & torch.isfinite(kth)).flatten()
+            if len(tied):
+                exact = self._search_torch(query[tied], k, self_index[tied])
+                index, score = index[:, :k].clone(), score[:, :k].clone()
+                index[tied], score[tied], self_score[tied] = exact.index, exact.score, exact.self_score
+        index, score = _order_by_score_then_index(index[:, :k], score[:, :k], self.n)
+        return ChunkNeighbors(index=index, score=score, self_score=self_score)
 
 
 def choose_chunk_size(n_gallery: int, k: int, mem_budget_bytes: int, *, score_block: bool = True) -> int:

@@ -90,7 +90,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     max_topk: int = 10,
     normalize: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     mem_budget_bytes: int = 256 << 20,
     per_query: bool = False,
 ) -> RetrievalResult:
@@ -107,7 +107,9 @@ def retrieval_metrics(
         ks: cut-offs K.
         max_topk: length of the official script's ranked list before the query is removed.
         normalize: L2-normalise both sides (cosine) instead of the raw dot product.
-        backend: ``"torch"`` (exact tie rule) or ``"faiss"`` (IndexFlatIP; same up to near-ties).
+        backend: kNN search: ``"auto"`` (faiss if installed, else torch), ``"faiss"`` or ``"torch"``;
+            both apply the tie rule to exact ties and differ at most on last-bit near-ties
+            (:mod:`bench.eval.knn`). The resolved name is recorded in the definitions.
         mem_budget_bytes: bound on the chunk x gallery score block.
         per_query: also return per-query values (NaN where a query is not scored).
 
@@ -190,6 +192,7 @@ def retrieval_metrics(
     order = np.flatnonzero(active)
     order = order[np.argsort(need[order], kind="stable")]  # chunks of similar K keep topk cheap
     searcher = GallerySearcher(g, backend=backend)
+    backend = searcher.backend
     chunk = choose_chunk_size(n_g, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
                               score_block=backend == "torch")
     ranks = None

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bench.eval import classification, clustering, retrieval
+from bench.eval.knn import resolve_backend
 from bench.eval.labels import as_label_array
 
 SCALE = "fraction"
@@ -48,7 +49,7 @@ def evaluate(
     max_topk: int = 10,
     kmeans_seeds: Sequence[int] | None = None,
     kmeans_backend: str = "sklearn",
-    knn_backend: str = "torch",
+    knn_backend: str = "auto",
     tasks: Sequence[str] = ("retrieval", "classification", "clustering"),
     retrieval_only: bool = False,
     mem_budget_bytes: int = 256 << 20,
@@ -85,7 +86,7 @@ def evaluate(
         seed: probe seed; k-means seeds default to ``(seed, seed+1, seed+2)``.
         ks, max_topk: retrieval cut-offs and the official list length (see :mod:`bench.eval.retrieval`).
         kmeans_backend: "sklearn" (default, see :mod:`bench.eval.clustering`) or "faiss".
-        knn_backend: "torch" (exact tie rule) or "faiss".
+        knn_backend: "auto" (faiss if installed, else torch), "faiss" or "torch" (see :mod:`bench.eval.knn`).
         tasks: any of "retrieval", "classification", "clustering".
         retrieval_only: shorthand for ``tasks=("retrieval",)`` (e.g. scoring fine-tuned features).
         mem_budget_bytes: bound on the query-chunk x gallery score block.
@@ -107,6 +108,7 @@ def evaluate(
     unknown = set(tasks) - {"retrieval", "classification", "clustering"}
     if unknown:
         raise ValueError(f"unknown evaluation task(s): {', '.join(sorted(unknown))}")
+    knn_backend = resolve_backend(knn_backend)  # checked before any work; the result names the one used
     x = retrieval._to_float_tensor(embeddings, "embeddings").numpy()
     n = len(x)
     cat = as_label_array(category, "category")
