@@ -18,19 +18,13 @@ import torch
 from bench.features.batch import FeatureSpec
 from bench.nn.layers import num_params
 from bench.registry import create_model
-from test_bench_scale import REAL_SPEC, realistic_batch
+from test_bench_scale import REAL_SPEC, optimizer_step, realistic_batch, report
 
 THREADS = int(os.environ.get("M5BENCH_BENCH_THREADS", "1"))
 torch.set_num_threads(THREADS)
 
 MODELS = {"bert": "T", "image": "I", "vilbert": "I,T", "clip": "I,T", "vlbert": "I,T", "visualbert": "I,T",
           "uniter": "I,T", "capture": "I,T"}
-
-
-def _report(benchmark, name: str, info: dict) -> None:
-    benchmark.extra_info.update(info)
-    print(f"\n[{name}] threads={THREADS} " + " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -40,19 +34,11 @@ def test_tiny_training_throughput(benchmark, name: str) -> None:
     model = create_model(name, MODELS[name], REAL_SPEC, "tiny")
     cfg = model.config
     batch = realistic_batch(REAL_SPEC, cfg.batch_size, seed=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(0)
-
-    def step():
-        out = model.pretrain_step(batch, gen)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-
+    step = optimizer_step(model, batch, cfg.lr)
     step()  # warm-up
     benchmark.pedantic(step, rounds=6, iterations=1)
     sps = cfg.batch_size / benchmark.stats.stats.mean
-    _report(benchmark, f"{name} tiny", {
+    report(benchmark, f"{name} tiny", {
         "batch_size": cfg.batch_size, "samples_per_s": sps, "params": num_params(model),
         "seconds_for_5000_listings_x_epochs": 5000 * cfg.epochs / sps, "epochs": cfg.epochs})
     assert sps > 0
@@ -73,5 +59,5 @@ def test_parameter_counts(benchmark) -> None:
                 del model
 
     benchmark.pedantic(count, rounds=1, iterations=1)
-    _report(benchmark, "baseline params", {k: v for k, v in counts.items()})
+    report(benchmark, "baseline params", {k: v for k, v in counts.items()})
     assert all(v > 0 for v in counts.values())

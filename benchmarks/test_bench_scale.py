@@ -126,10 +126,25 @@ def step_flops(model: Scale, batch: Batch) -> int:
     return int(counter.get_total_flops())
 
 
-def _report(benchmark, name: str, info: dict) -> None:
+def report(benchmark, name: str, info: dict) -> None:
+    """Attach ``info`` to the benchmark record and print it on one line."""
     benchmark.extra_info.update(info)
     print(f"\n[{name}] threads={THREADS} " + " ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
+
+
+def optimizer_step(model: torch.nn.Module, batch: Batch, lr: float, seed: int = 0):
+    """A closure running one pretraining step (masking, forward, backward, AdamW) on ``batch``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step() -> None:
+        out = model.pretrain_step(batch, gen)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+
+    return step
 
 
 def test_tiny_training_throughput(benchmark):
@@ -138,22 +153,14 @@ def test_tiny_training_throughput(benchmark):
     cfg = ScaleConfig.preset("tiny")
     model = Scale(cfg, REAL_SPEC, FIVE)
     batch = realistic_batch(REAL_SPEC, cfg.batch_size, seed=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(0)
-
-    def step():
-        out = model.pretrain_step(batch, gen)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-
+    step = optimizer_step(model, batch, cfg.lr)
     step()  # warm-up
     benchmark.pedantic(step, rounds=8, iterations=1)
     sps = cfg.batch_size / benchmark.stats.stats.mean
     flops = step_flops(model, batch) / cfg.batch_size
     peak = matmul_flops_per_s()
     tokens = model.token_stats()
-    _report(benchmark, "scale tiny", {
+    report(benchmark, "scale tiny", {
         "batch_size": cfg.batch_size, "samples_per_s": sps, "train_flops_per_sample": float(flops),
         "matmul_flops_per_s": peak, "achieved_over_matmul": flops * sps / peak,
         "useful_token_share": tokens["share"], "params": sum(p.numel() for p in model.parameters()),
@@ -184,7 +191,7 @@ def test_useful_token_share(benchmark, buckets):
             useful += s["useful"]
             processed += s["processed"]
     released = useful / (len(batches) * 32 * 2 * (36 + 64 + 37 + 13 + 65))  # 231-token layout (+ unimodal)
-    _report(benchmark, f"scale token share buckets={buckets}", {
+    report(benchmark, f"scale token share buckets={buckets}", {
         "useful_token_share": useful / processed, "min_batch_share": min(shares),
         "released_layout_share": released})
     if buckets > 1:
@@ -210,7 +217,7 @@ def test_paper_training_throughput(benchmark):
     sps = 8 / benchmark.stats.stats.mean
     flops = step_flops(model, batch) / 8
     peak = matmul_flops_per_s()
-    _report(benchmark, "scale paper", {
+    report(benchmark, "scale paper", {
         "batch_size": 8, "samples_per_s": sps, "train_flops_per_sample": float(flops), "matmul_flops_per_s": peak,
         "achieved_over_matmul": flops * sps / peak, "params": sum(p.numel() for p in model.parameters()),
         "useful_token_share": model.token_stats()["share"]})
