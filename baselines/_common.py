@@ -39,7 +39,7 @@ class BaselineConfig(AdapterConfig):
     # training hints the pipeline reads (the same as SCALE's presets, so every model trains alike)
     batch_size: int = 64
     lr: float = 1e-3
-    epochs: int = 4
+    epochs: int = 6
     warmup_ratio: float = 0.1
     # "lecun": the model's own init, then every Linear re-drawn N(0, 1/fan_in) (bench.nn.layers.
     # init_lecun_linears), as SCALE's tiny preset does: at width 128 BERT's fixed 0.02 leaves first
