@@ -8,6 +8,7 @@ This module knows models only through the registry and the adapter contract.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -15,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bench import registry
 from bench.console import UserError, console
@@ -292,7 +293,7 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
 
     final = run_dir / "final"
     train_info: dict[str, Any] = {}
-    with sw("pretrain"):
+    with sw("pretrain"), _pretrain_lock(run_dir, state.num_processes, say):
         if plan.pipeline["untrained"]:
             say("[yellow]pretrain[/] skipped: untrained control (weights at their seeded initialisation)")
         elif (final / "model.safetensors").exists():
@@ -370,6 +371,29 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
     _save_embeddings(path.with_suffix(".embeddings.npz"), variants, mods, catalog, eval_rows, cat_ids, prod_ids)
     say(f"[bold green]result[/] {path}")
     return result
+
+
+@contextlib.contextmanager
+def _pretrain_lock(run_dir: Path, num_processes: int, say: Callable[[str], None]) -> Iterator[None]:
+    """An exclusive lock on one pretraining run directory, so parallel sweeps that need the same
+    checkpoint train it once: the second process waits, then finds it cached. Not taken under a
+    multi-process launch, whose ranks must enter pretraining together (one launch is one job)."""
+    from filelock import FileLock, Timeout
+
+    if num_processes > 1:
+        yield
+        return
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"[yellow]pretrain[/] another process is training {run_dir.name}; waiting for it")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _save_embeddings(path: Path, variants: dict, mods: ModalitySet, catalog, rows, cat_ids, prod_ids) -> None:

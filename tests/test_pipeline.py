@@ -102,3 +102,39 @@ def test_dry_run_reports_cache(mini_catalog, tmp_path):
     assert "catalog  : cached" in r.output
     assert "pretrain : will run" in r.output
     assert not list(tmp_path.iterdir())
+
+
+def test_pretrain_lock_serialises_processes_on_one_run_dir(tmp_path):
+    import multiprocessing as mp
+
+    from filelock import FileLock, Timeout
+
+    from bench.pipeline import _pretrain_lock
+
+    run_dir = tmp_path / "runs" / "scale-I-abc"
+    said: list[str] = []
+    with _pretrain_lock(run_dir, 1, said.append):
+        # another holder cannot take it while we train
+        with pytest.raises(Timeout):
+            FileLock(str(run_dir) + ".lock").acquire(timeout=0.05)
+    assert said == []
+    held = FileLock(str(run_dir) + ".lock")
+    held.acquire()
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        with _pretrain_lock(run_dir, 1, q.put):
+            q.put("entered")
+
+    p = ctx.Process(target=child)
+    p.start()
+    assert "waiting" in q.get(timeout=10)  # it says why it waits, and waits
+    held.release()
+    assert q.get(timeout=10) == "entered"
+    p.join(10)
+    held.acquire()
+    with _pretrain_lock(run_dir, 2, said.append):  # multi-process launches never take it (no wait here)
+        pass
+    held.release()
+    assert said == []
