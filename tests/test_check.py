@@ -44,7 +44,8 @@ def test_committed_tier_is_valid_and_small():
     assert tier.data == "synthetic:mini" and tier.preset == "tiny"
     models = {c.model for c in tier.cells}
     assert {"scale", "bert", "clip"} <= models
-    assert CellSpec.make("scale", "I,T,Tab,V,A", "subset") in tier.cells
+    # SCALE on all five modalities, trained longer than the preset (a few hundred steps on mini)
+    assert CellSpec.make("scale", "I,T,Tab,V,A", "subset", {"epochs": 24}) in tier.cells
     assert set(tier.seeds) <= set(tier.update_seeds) and len(tier.update_seeds) >= 2
     assert tier.wants("pretrain/coarse/mAP@1[m5product]") and not tier.wants("pretrain/cluster/NMI_std")
 
