@@ -295,3 +295,20 @@ def test_faiss_repairs_exact_ties_straddling_k_on_duplicates():
         a = GallerySearcher(g, backend="torch").search(q, k, self_idx)
         b = GallerySearcher(g, backend="faiss").search(q, k, self_idx)
         assert torch.equal(a.index, b.index), k
+
+
+def test_faiss_tie_repair_respects_the_memory_budget(monkeypatch):
+    # every row ties (constant gallery): the exact redo must go in row blocks whose score block fits
+    g = torch.ones(500, 4)
+    s = GallerySearcher(g, backend="faiss", mem_budget_bytes=4 * 500 * 7)  # 7 rows per block
+    seen: list[int] = []
+    real = s._search_torch
+
+    def spy(q, k, self_index):
+        seen.append(q.shape[0])
+        return real(q, k, self_index)
+
+    monkeypatch.setattr(s, "_search_torch", spy)
+    nb = s.search(torch.ones(30, 4), 5, torch.full((30,), -1))
+    assert max(seen) <= 7 and sum(seen) == 30
+    assert nb.index.tolist() == [[0, 1, 2, 3, 4]] * 30

@@ -79,10 +79,13 @@ class GallerySearcher:
         gallery: (G, d) float32 tensor (already normalised if cosine is wanted).
         backend: ``"auto"`` (faiss if installed, else torch), ``"torch"`` (matmul + topk) or
             ``"faiss"`` (IndexFlatIP); :attr:`backend` holds the resolved name.
+        mem_budget_bytes: bound on the score block of the torch path (faiss rows redone exactly for a
+            boundary tie go through it in blocks of this size).
     """
 
-    def __init__(self, gallery: torch.Tensor, backend: str = "auto") -> None:
+    def __init__(self, gallery: torch.Tensor, backend: str = "auto", mem_budget_bytes: int = 256 << 20) -> None:
         backend = resolve_backend(backend)
+        self.mem_budget_bytes = int(mem_budget_bytes)
         self.gallery = gallery.contiguous()
         self.n = int(gallery.shape[0])
         self.backend = backend
@@ -163,9 +166,13 @@ class GallerySearcher:
             kth = score[:, k - 1]
             tied = torch.nonzero((kth == score[:, k]) & torch.isfinite(kth)).flatten()
             if len(tied):
-                exact = self._search_torch(query[tied], k, self_index[tied])
                 index, score = index[:, :k].clone(), score[:, :k].clone()
-                index[tied], score[tied], self_score[tied] = exact.index, exact.score, exact.self_score
+                # in row blocks whose score block fits the memory budget (a constant embedding ties every row)
+                step = max(1, self.mem_budget_bytes // (4 * self.n))
+                for b0 in range(0, len(tied), step):
+                    rows = tied[b0 : b0 + step]
+                    exact = self._search_torch(query[rows], k, self_index[rows])
+                    index[rows], score[rows], self_score[rows] = exact.index, exact.score, exact.self_score
         index, score = _order_by_score_then_index(index[:, :k], score[:, :k], self.n)
         return ChunkNeighbors(index=index, score=score, self_score=self_score)
 

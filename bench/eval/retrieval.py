@@ -191,7 +191,7 @@ def retrieval_metrics(
 
     order = np.flatnonzero(active)
     order = order[np.argsort(need[order], kind="stable")]  # chunks of similar K keep topk cheap
-    searcher = GallerySearcher(g, backend=backend)
+    searcher = GallerySearcher(g, backend=backend, mem_budget_bytes=mem_budget_bytes)
     backend = searcher.backend
     chunk = choose_chunk_size(n_g, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
                               score_block=backend == "torch")
