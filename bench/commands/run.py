@@ -25,14 +25,24 @@ def _cell(model: str, modalities: str, data: Optional[str], split: str, preset: 
     return cell, (ModalityNotSupported, RegistryError)
 
 
+# the options `bench run` and `bench pretrain` share (same cell, same checkpoint)
+_MODEL = typer.Option(..., "--model", "-m", help="registered model name (see `bench ls models`)")
+_MODALITIES = typer.Option(..., "--modalities", help="comma-separated codes, e.g. I,T,Tab,V,A")
+_DATA = typer.Option(None, "--data", help="catalog: synthetic[:mini|default|large], m5product:PATH, manifest:PATH")
+_SPLIT = typer.Option("full", "--split", help="pretraining split: subset or full")
+_PRESET = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) or paper")
+_SEED = typer.Option(0, "--seed")
+_SETS = typer.Option([], "--set", help="config override key=value (repeatable), e.g. harmonize=uniform")
+
+
 def run(
-    model: str = typer.Option(..., "--model", "-m", help="registered model name (see `bench ls models`)"),
-    modalities: str = typer.Option(..., "--modalities", help="comma-separated codes, e.g. I,T,Tab,V,A"),
-    data: Optional[str] = typer.Option(None, "--data", help="catalog: synthetic[:mini|default|large], m5product:PATH, manifest:PATH"),
-    split: str = typer.Option("full", "--split", help="pretraining split: subset or full"),
-    preset: str = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) or paper"),
-    seed: int = typer.Option(0, "--seed"),
-    sets: list[str] = typer.Option([], "--set", help="config override key=value (repeatable), e.g. harmonize=uniform"),
+    model: str = _MODEL,
+    modalities: str = _MODALITIES,
+    data: Optional[str] = _DATA,
+    split: str = _SPLIT,
+    preset: str = _PRESET,
+    seed: int = _SEED,
+    sets: list[str] = _SETS,
     results: Optional[Path] = typer.Option(None, "--results", help="directory for result files (default $M5BENCH_HOME/results)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and what is cached, do nothing"),
     force: bool = typer.Option(False, "--force", help="recompute even if the result file exists"),
@@ -59,13 +69,13 @@ def run(
 
 
 def pretrain(
-    model: str = typer.Option(..., "--model", "-m", help="registered model name (see `bench ls models`)"),
-    modalities: str = typer.Option(..., "--modalities", help="comma-separated codes, e.g. I,T,Tab,V,A"),
-    data: Optional[str] = typer.Option(None, "--data", help="catalog source (default: the synthetic catalog)"),
-    split: str = typer.Option("full", "--split", help="pretraining split: subset or full"),
-    preset: str = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) or paper"),
-    seed: int = typer.Option(0, "--seed"),
-    sets: list[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+    model: str = _MODEL,
+    modalities: str = _MODALITIES,
+    data: Optional[str] = _DATA,
+    split: str = _SPLIT,
+    preset: str = _PRESET,
+    seed: int = _SEED,
+    sets: list[str] = _SETS,
 ) -> None:
     """Only the pretraining stage of `bench run` (catalog, features, pretrain); prints the checkpoint.
 
