@@ -12,3 +12,7 @@ class UserError(Exception):
     """A problem with the user's input: printed as one clear message, exit status 2, no traceback."""
 
     exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a command, with one line saying what was kept and how to go on."""

@@ -1,37 +1,32 @@
 """The headline job: catalog -> features -> pretrain -> embed -> evaluate -> result file.
 
-``bench run`` is a thin CLI over :func:`run_cell`. Every stage is cached on disk under
-``$M5BENCH_HOME`` and keyed by what determines it (catalog fingerprint, feature config, model,
-modalities, preset, overrides, split, seed), so a second run reuses what it can and says so.
-This module knows models only through the registry and the adapter contract.
+``bench run`` is a thin CLI over :func:`plan_cell` and :func:`run_cell`. Every stage is cached on
+disk under ``$M5BENCH_HOME`` and keyed by what determines it (catalog fingerprint, feature config,
+model, modalities, preset, settings, split, seed), so a second run reuses what it can and says so.
+Before any feature or model work, the checks of :mod:`bench.preflight` run on the catalog; the dry
+run (:func:`describe_cache`) makes the same checks. This module knows models only through the
+registry and the adapter contract.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bench import registry
-from bench.console import UserError, console
+from bench.console import Interrupted, UserError, console
 from bench.data.paths import m5bench_home
-from bench.modalities import Modality, ModalitySet
+from bench.modalities import ModalitySet
+from bench.settings import PIPELINE_KEYS, Settings, parse_overrides, pipeline_settings, resolve  # noqa: F401
 
 SPLITS = ("subset", "full")
-#: Overrides that configure the pipeline rather than the model or the training loop:
-#: ``pretrain_incomplete`` keeps listings that lack some requested modality in pretraining (the
-#: paper's default; ``false`` is its "complete listings only" ablation); ``untrained`` skips
-#: pretraining (the control every trained model must beat); ``finetune_epochs`` sizes the paper's
-#: fine-tuned classification stage and ``finetune_backbone_lr`` scales the backbone's learning rate
-#: in it (relative to the pretraining lr; the new head always trains at the full lr).
-PIPELINE_KEYS: dict[str, Any] = {"pretrain_incomplete": True, "untrained": False, "finetune_epochs": 1,
-                                 "finetune_backbone_lr": 1.0}
 
 
 def default_results_dir() -> Path:
@@ -49,6 +44,7 @@ class CellSpec:
     preset: str = "tiny"
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
+    encoding: str | None = None  # text encoding of a manifest source (None: UTF-8)
 
     def describe(self) -> str:
         ov = " ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
@@ -56,43 +52,69 @@ class CellSpec:
                 f"preset={self.preset} seed={self.seed}" + (f" | {ov}" if ov else ""))
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["harmonize=uniform", "epochs=2"]`` -> typed dict (JSON literals where they parse)."""
-    out: dict[str, Any] = {}
-    for p in pairs:
-        key, sep, raw = p.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set expects key=value, got {p!r}")
-        try:
-            val = json.loads(raw)
-        except json.JSONDecodeError:
-            val = {"True": True, "False": False}.get(raw, raw)
-        out[key.strip()] = val
-    return out
+def data_slug(source: str) -> str:
+    """A short, file-name-safe name of a catalog source: ``synthetic-default``, ``manifest-shop``."""
+    kind, _, arg = source.partition(":")
+    if kind in ("m5product", "manifest") and arg:
+        arg = Path(arg).stem or Path(arg).name
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", f"{kind}-{arg}" if arg else kind).strip("-.")
+    return slug[:40] or "data"
 
 
-def _split_overrides(cfg_cls: type, train_cls: type, overrides: dict[str, Any]) -> tuple[dict, dict, dict]:
-    from bench.features import FeatureConfig
+@dataclass
+class Plan:
+    """What a cell will do, resolved before any work starts (printed by ``--dry-run``)."""
 
-    model_fields = {f.name for f in dataclasses.fields(cfg_cls)}
-    train_fields = {f.name for f in dataclasses.fields(train_cls)}
-    feature_fields = {f"features.{f.name}" for f in dataclasses.fields(FeatureConfig)}
-    model_ov, train_ov, pipe_ov = {}, {}, {**PIPELINE_KEYS, "features": {}}
-    for k, v in overrides.items():
-        if k in PIPELINE_KEYS:
-            pipe_ov[k] = v
-        elif k in feature_fields:  # e.g. features.image_backbone=mobilenetv3_small_100
-            pipe_ov["features"][k.removeprefix("features.")] = v
-        elif k in model_fields:
-            model_ov[k] = v
-        elif k.removeprefix("train.") in train_fields:
-            train_ov[k.removeprefix("train.")] = v
-        else:
-            known = sorted(model_fields | train_fields | set(PIPELINE_KEYS) | feature_fields)
-            close = difflib.get_close_matches(k, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"unknown setting {k!r} for this model.{hint} Known: {', '.join(known)}")
-    return model_ov, train_ov, pipe_ov
+    cell: CellSpec
+    entry: registry.ModelEntry
+    settings: Settings
+    pipeline: dict[str, Any]
+    results_dir: Path
+
+    @property
+    def model_overrides(self) -> dict[str, Any]:
+        return self.settings.model
+
+    @property
+    def train_overrides(self) -> dict[str, Any]:
+        return self.settings.train
+
+    def result_path(self, source: str, fingerprint: str) -> Path:
+        """Where this cell's result on one catalog goes: the name carries the catalog's source and
+        fingerprint, so results from different catalogs never share a file."""
+        from bench.results import cell_filename
+
+        c = self.cell
+        return self.results_dir / cell_filename(c.model, c.modalities.key, c.split, c.preset, c.seed, c.overrides,
+                                                data=f"{data_slug(source)}-{fingerprint[:8]}")
+
+
+def plan_cell(cell: CellSpec, results_dir: Path | None = None) -> Plan:
+    """Check the request (model, modalities, split, settings) and resolve where results go.
+
+    Everything that can be refused without reading the catalog is refused here. ``--set seed=N``
+    is the cell's seed (the same setting as ``--seed``); the cell's overrides are rewritten under
+    their canonical names, so two spellings of one setting name one result.
+    """
+    entry = registry.get(cell.model)
+    entry.check(cell.modalities)
+    if cell.split not in SPLITS:
+        raise UserError(f"unknown split {cell.split!r}; choose from {', '.join(SPLITS)}")
+    cls = entry.load()
+    if cell.preset not in cls.config_cls.presets():
+        raise UserError(f"unknown preset {cell.preset!r} for {cell.model}; choose from {sorted(cls.config_cls.presets())}")
+    settings = resolve(cls.config_cls, cell.overrides)
+    seed = cell.seed
+    if settings.seed is not None:
+        if cell.seed not in (0, settings.seed):
+            raise UserError(f"--seed {cell.seed} and --set seed={settings.seed} disagree; they are one setting, give one")
+        seed = settings.seed
+    pipeline = pipeline_settings(settings)
+    frac = pipeline["eval_fraction"]
+    if frac is not None and not (isinstance(frac, (int, float)) and 0.0 < float(frac) < 1.0):
+        raise UserError(f"eval_fraction must be a number between 0 and 1, got {frac!r}")
+    cell = dataclasses.replace(cell, seed=seed, overrides=dict(settings.canonical))
+    return Plan(cell, entry, settings, pipeline, Path(results_dir) if results_dir else default_results_dir())
 
 
 def _hash(obj: Any) -> str:
@@ -116,39 +138,6 @@ def code_hash(entry: registry.ModelEntry) -> str:
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
-
-
-@dataclass
-class Plan:
-    """What a cell will do, resolved before any work starts (printed by ``--dry-run``)."""
-
-    cell: CellSpec
-    entry: registry.ModelEntry
-    model_overrides: dict[str, Any]
-    train_overrides: dict[str, Any]
-    pipeline: dict[str, Any]
-    result_path: Path
-
-
-def plan_cell(cell: CellSpec, results_dir: Path | None = None) -> Plan:
-    """Check the request (model, modalities, split, overrides) and resolve where results go.
-
-    Everything that can be refused is refused here, before any data or model work.
-    """
-    from bench.engine import TrainConfig
-    from bench.results import cell_filename
-
-    entry = registry.get(cell.model)
-    entry.check(cell.modalities)
-    if cell.split not in SPLITS:
-        raise UserError(f"unknown split {cell.split!r}; choose from {', '.join(SPLITS)}")
-    cls = entry.load()
-    if cell.preset not in cls.config_cls.presets():
-        raise UserError(f"unknown preset {cell.preset!r} for {cell.model}; choose from {sorted(cls.config_cls.presets())}")
-    model_ov, train_ov, pipe = _split_overrides(cls.config_cls, TrainConfig, cell.overrides)
-    results_dir = Path(results_dir) if results_dir else default_results_dir()
-    name = cell_filename(cell.model, cell.modalities.key, cell.split, cell.preset, cell.seed, cell.overrides)
-    return Plan(cell, entry, model_ov, train_ov, pipe, results_dir / name)
 
 
 class Stopwatch:
@@ -180,14 +169,20 @@ class Setup:
 
 
 def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> Setup:
-    """Model config (preset + overrides), train config (the model's hints + overrides) and the
-    checkpoint directory, keyed by everything that determines the pretrained weights."""
+    """Model config (preset + overrides), train config (the preset's training defaults + overrides)
+    and the checkpoint directory, keyed by everything that determines the pretrained weights.
+
+    The model config's training hints carry the values the training loop uses, so the recorded
+    model config never shows a stale learning rate or epoch count."""
     from bench.engine import TrainConfig
+    from bench.settings import TRAIN_HINTS
 
     cell = plan.cell
-    model_cfg = plan.entry.load().config_cls.preset(cell.preset, **plan.model_overrides)
-    hints = {k: getattr(model_cfg, k) for k in ("batch_size", "lr", "epochs", "warmup_ratio")
-             if hasattr(model_cfg, k)}
+    cfg_cls = plan.entry.load().config_cls
+    hint_names = {f.name for f in dataclasses.fields(cfg_cls)} & set(TRAIN_HINTS)
+    model_cfg = cfg_cls.preset(cell.preset, **plan.model_overrides,
+                               **{k: v for k, v in plan.train_overrides.items() if k in hint_names})
+    hints = {k: getattr(model_cfg, k) for k in hint_names}
     tcfg = TrainConfig(**{**hints, "seed": cell.seed, **plan.train_overrides})
     key = _hash({"data": catalog_fingerprint, "features": features_hash, "model": cell.model,
                  "code": code_hash(plan.entry),
@@ -197,8 +192,41 @@ def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> S
     return Setup(model_cfg, tcfg, m5bench_home() / "runs" / f"{cell.model}-{cell.modalities.key}-{key}")
 
 
+def load_cell_catalog(plan: Plan, *, progress: bool = False) -> Any:
+    """The cell's catalog (generated on first use for ``synthetic``), with the cell's split settings."""
+    from bench.data import load_catalog
+
+    kwargs = {k: plan.pipeline[k] for k in ("split_seed", "eval_fraction") if plan.pipeline[k] is not None}
+    if plan.cell.encoding:
+        kwargs["encoding"] = plan.cell.encoding
+    return load_catalog(plan.cell.data, progress=progress, **kwargs)
+
+
+@dataclass
+class Checked:
+    """What the pre-flight checks found: the result's path and the evaluation's health."""
+
+    result_path: Path
+    pretrain_rows: Any  # int64 row indices (catalog-level presence until features exist)
+    health: Any  # bench.preflight.EvalHealth
+
+
+def preflight(plan: Plan, catalog: Any, setup: Setup, present: Any = None) -> Checked:
+    """The checks every run (and every dry run) makes once the catalog is loaded, before any
+    feature or model work: requested modalities present, one pretraining batch, a usable
+    evaluation (warned, not refused)."""
+    from bench import preflight as pf
+
+    cell = plan.cell
+    pf.check_modalities(catalog, cell.modalities)
+    rows = pf.pretrain_rows(catalog, cell.split, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]), present)
+    if not plan.pipeline["untrained"]:
+        pf.check_batch(len(rows), setup.train_cfg.batch_size, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]))
+    return Checked(plan.result_path(catalog.source, catalog.fingerprint), rows, pf.eval_health(catalog))
+
+
 def describe_cache(plan: Plan) -> list[str]:
-    """What ``run_cell`` would reuse and what it would compute (``bench run --dry-run``)."""
+    """What ``run_cell`` would reuse, compute or refuse (``bench run --dry-run``): the same checks."""
     from bench.data.catalog import parse_source, synthetic_dir
     from bench.features import FeatureConfig, store_dir
 
@@ -209,46 +237,67 @@ def describe_cache(plan: Plan) -> list[str]:
     if kind == "synthetic":
         size, _, seed = arg.partition(":")
         if not (synthetic_dir(size, int(seed or 0)) / "info.json").is_file():
-            lines += [f"catalog  : will be generated (synthetic {size})", "features : will be built",
-                      "pretrain : will run", f"result   : {plan.result_path}"]
+            lines += [f"catalog  : will be generated (synthetic {size}); the checks that need it run then",
+                      "features : will be built", "pretrain : will run", f"result   : under {plan.results_dir}"]
             return lines
-    from bench.data import load_catalog
-
-    catalog = load_catalog(plan.cell.data, progress=False)
+    catalog = load_cell_catalog(plan)
     lines.append(f"catalog  : cached ({catalog.source}, {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]})")
     fcfg = FeatureConfig(**plan.pipeline["features"])
+    setup = resolve_setup(plan, catalog.fingerprint, fcfg.hash())
+    checked = preflight(plan, catalog, setup)
     sdir = store_dir(catalog, fcfg)
     lines.append(f"features : {'cached' if (sdir / 'info.json').exists() else 'will be built'} ({sdir})")
     if plan.pipeline["untrained"]:
         lines.append("pretrain : skipped (untrained control)")
     else:
-        setup = resolve_setup(plan, catalog.fingerprint, fcfg.hash())
         done = (setup.run_dir / "final" / "model.safetensors").exists()
-        lines.append(f"pretrain : {'cached' if done else 'will run'} ({setup.run_dir}); "
-                     f"{setup.train_cfg.epochs} epochs, batch {setup.train_cfg.batch_size}, lr {setup.train_cfg.lr}")
+        lines.append(f"pretrain : {'cached' if done else 'will run'} ({setup.run_dir}); {len(checked.pretrain_rows)} "
+                     f"listings, {setup.train_cfg.epochs} epochs, batch {setup.train_cfg.batch_size}, lr {setup.train_cfg.lr}")
     lines.append("embed, evaluate, fine-tune: always run")
-    lines.append(f"result   : {plan.result_path} ({'exists' if plan.result_path.exists() else 'new'})")
+    lines += [f"warning  : {w}" for w in checked.health.warnings]
+    lines.append(f"result   : {checked.result_path} ({'exists' if checked.result_path.exists() else 'new'})")
     return lines
 
 
-def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = console.print,
-             pretrain_only: bool = False) -> dict[str, Any]:
+#: What an interrupt in each stage leaves on disk (every cache is written whole or not at all).
+_KEPT = {
+    "catalog": "nothing half-written was kept",
+    "features": "feature shards already finished were kept",
+    "pretrain": "the pretraining checkpoint of the last finished epoch (or of the interrupt) was kept in {run_dir}",
+    "score": "the pretrained checkpoint was kept in {run_dir}; no result was written",
+}
+
+
+def _interrupted(stage: str, run_dir: Path | None) -> Interrupted:
+    kept = _KEPT.get(stage, _KEPT["score"]).format(run_dir=run_dir or "the run directory")
+    return Interrupted(f"stopped during {stage}: {kept}; run the same command again to resume")
+
+
+def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[Any], None] = console.print,
+             pretrain_only: bool = False, force: bool = True) -> dict[str, Any]:
     """Run one cell end to end and write its result file atomically. Returns the result dict.
 
     ``pretrain_only`` stops after pretraining (``bench pretrain``) and returns the checkpoint path.
+    Without ``force``, a cell whose result already exists is not recomputed (its result is returned).
+    Ctrl-C raises :class:`~bench.console.Interrupted` saying what was kept.
     """
-    import numpy as np
+    state: dict[str, Any] = {"stage": "catalog", "run_dir": None}
+    try:
+        return _run_cell(plan, state, progress=progress, say=say, pretrain_only=pretrain_only, force=force)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise _interrupted(state["stage"], state["run_dir"]) from None
+
+
+def _run_cell(plan: Plan, state: dict[str, Any], *, progress: bool, say: Callable[[Any], None],
+              pretrain_only: bool, force: bool) -> dict[str, Any]:
     import torch
-
-    from bench.data import load_catalog
-    from bench.embedding import embed_rows
-    from bench.engine import pretrain
-    from bench.eval.suite import evaluate
-    from bench.features import FeatureConfig, build_features, store_dir
-    from bench.finetune import finetune_classifier
-    from bench.results import new_result, write_json_atomic
-
     from accelerate import PartialState
+
+    from bench.engine import pretrain
+    from bench.features import FeatureConfig, build_features, store_dir
+    from bench.results import read_result, write_json_atomic
 
     cell, sw = plan.cell, Stopwatch()
     t_start = time.perf_counter()
@@ -256,33 +305,38 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
     # Under `accelerate launch` every process runs this function: the main process builds the
     # catalog and features first (the others then find them cached), all processes pretrain
     # data-parallel, and only the main process embeds, scores and writes the result.
-    state = PartialState()
-    if not state.is_main_process:
+    dist = PartialState()
+    if not dist.is_main_process:
         say = lambda *_: None  # noqa: E731 - one voice on the console
         progress = False
 
-    with state.main_process_first():
+    with dist.main_process_first():
         with sw("catalog"):
-            catalog = load_catalog(cell.data, progress=progress)
+            catalog = load_cell_catalog(plan, progress=progress)
         say(f"[bold]catalog[/] {catalog.source}: {len(catalog.dataset)} listings, fingerprint {catalog.fingerprint[:12]}")
+        fcfg = FeatureConfig(**plan.pipeline["features"])
+        setup = resolve_setup(plan, catalog.fingerprint, fcfg.hash())
+        checked = preflight(plan, catalog, setup)
+        for w in checked.health.warnings:
+            say(f"[yellow]warning[/] {w}")
+        if checked.result_path.exists() and not force and not pretrain_only:
+            say(f"[green]result exists[/] {checked.result_path} (use --force to recompute)")
+            return read_result(checked.result_path)
+        state["stage"] = "features"
         with sw("features"):
-            fcfg = FeatureConfig(**plan.pipeline["features"])
             cached = (store_dir(catalog, fcfg) / "info.json").exists()
             store = build_features(catalog, fcfg, progress=progress)
         say(f"[bold]features[/] {'cached' if cached else 'built'}: {store.path}")
     spec = store.spec
 
-    setup = resolve_setup(plan, catalog.fingerprint, fcfg.hash())
     model_cfg, tcfg, run_dir = setup.model_cfg, setup.train_cfg, setup.run_dir
+    state["run_dir"] = run_dir
+    from bench import preflight as pf
 
-    rows = catalog.split_indices("pretrain_subset" if cell.split == "subset" else "pretrain_full")
-    if not plan.pipeline["pretrain_incomplete"]:
-        keep = np.ones(len(rows), dtype=bool)
-        for m in mods:
-            keep &= store.present(m)[rows]
-        rows = rows[keep]
-    if len(rows) < tcfg.batch_size:
-        raise UserError(f"only {len(rows)} pretraining listings for {mods}; need at least one batch of {tcfg.batch_size}")
+    # exact now that the store knows which media decoded
+    rows = pf.pretrain_rows(catalog, cell.split, mods, bool(plan.pipeline["pretrain_incomplete"]), store.present)
+    if not plan.pipeline["untrained"]:
+        pf.check_batch(len(rows), tcfg.batch_size, mods, bool(plan.pipeline["pretrain_incomplete"]))
 
     torch.manual_seed(cell.seed)
     model = plan.entry.load()(model_cfg, spec, mods)
@@ -293,7 +347,8 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
 
     final = run_dir / "final"
     train_info: dict[str, Any] = {}
-    with sw("pretrain"), _pretrain_lock(run_dir, state.num_processes, say):
+    state["stage"] = "pretrain"
+    with sw("pretrain"), _pretrain_lock(run_dir, dist.num_processes, say):
         if plan.pipeline["untrained"]:
             say("[yellow]pretrain[/] skipped: untrained control (weights at their seeded initialisation)")
         elif (final / "model.safetensors").exists():
@@ -306,23 +361,45 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
             train_info = {"global_step": res.global_step, "epochs": res.epochs_completed, "seconds": round(res.seconds, 2),
                           "last_log": res.last_log, "mixed_precision": res.mixed_precision,
                           "resumed_from_step": res.resumed_from_step}
-            if state.is_main_process:
+            if dist.is_main_process:
                 model.save_pretrained(final, cell=cell.describe())
                 write_json_atomic(run_dir / "train_summary.json", train_info)
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    dist.wait_for_everyone()
+    if not dist.is_main_process:
         return {}
-
     if pretrain_only:
         say(f"[bold green]checkpoint[/] {final}")
         return {"checkpoint": str(final), "train": train_info}
 
-    # --- embed and evaluate ---------------------------------------------------------------------
+    state["stage"] = "score"
+    scored = _score(plan, catalog, store, model, tcfg, sw, progress)
+    sw.timings["total"] = round(time.perf_counter() - t_start, 3)
+    result = _result(plan, catalog, store, fcfg, setup, checked, rows, scored, model, train_info, sw)
+    path = _write_result(checked.result_path, result)
+    _save_embeddings(path.with_suffix(".embeddings.npz"), scored["variants"], mods, catalog, scored["eval_rows"],
+                     scored["cat_ids"], scored["prod_ids"])
+    from bench.summary import headline_table
+
+    say(headline_table(result))
+    for w in result.get("warnings", []):
+        say(f"[yellow]warning[/] {w}")
+    say(f"[bold green]result[/] {path}")
+    return result
+
+
+def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stopwatch, progress: bool) -> dict[str, Any]:
+    """Embed the evaluation and classification-train listings, score them, fine-tune, score again."""
+    import numpy as np
+
+    from bench.embedding import embed_rows
+    from bench.eval.suite import evaluate
+    from bench.finetune import finetune_classifier
+
+    cell, mods, spec = plan.cell, plan.cell.modalities, store.spec
     eval_rows = catalog.split_indices("gallery")
     cls_train_rows = catalog.split_indices("cls_train")
     with sw("embed"):
         variants = embed_rows(model, store.batches(eval_rows, mods, 128), variants=True)
-        emb_eval = variants["default"]
         emb_train = embed_rows(model, store.batches(cls_train_rows, mods, 128))
     cat_ids, prod_ids = catalog.category_ids(), catalog.product_ids()
     in_eval = {name: np.isin(eval_rows, catalog.split_indices(name))
@@ -331,7 +408,7 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
                   coarse_query=in_eval["coarse_query"], fine_query=in_eval["fine_query"],
                   cls_test=in_eval["cls_test"], seed=cell.seed)
     with sw("evaluate"):
-        pre = evaluate(emb_eval, train_embeddings=emb_train, train_category=cat_ids[cls_train_rows], **common)
+        pre = evaluate(variants["default"], train_embeddings=emb_train, train_category=cat_ids[cls_train_rows], **common)
 
     with sw("finetune"):
         ft_cfg = dataclasses.replace(tcfg, epochs=int(plan.pipeline["finetune_epochs"]), max_steps=None)
@@ -347,34 +424,82 @@ def run_cell(plan: Plan, *, progress: bool = True, say: Callable[[str], None] = 
     with sw("evaluate"):
         fin = evaluate(np.asarray(ft["features"]), head_predictions=np.asarray(ft["predictions"])[in_eval["cls_test"]],
                        tasks=("retrieval", "classification"), **common)
+    return {"pre": pre, "fin": fin, "ft_cfg": ft_cfg, "variants": variants, "eval_rows": eval_rows,
+            "cls_train_rows": cls_train_rows, "cat_ids": cat_ids, "prod_ids": prod_ids}
 
-    sw.timings["total"] = round(time.perf_counter() - t_start, 3)
+
+def null_reasons(metrics: dict[str, dict[str, Any]], query_counts: dict[str, Any]) -> dict[str, str]:
+    """Why each metric that is not a finite number has no value (``group/name -> reason``)."""
+    import math
+
+    out: dict[str, str] = {}
+    for group, values in metrics.items():
+        for name, v in values.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                continue
+            task = name.split("/", 1)[0]
+            if query_counts.get(f"{task}/queries") == 0:
+                what = "no product annotation" if task == "fine" else "no category annotation"
+                out[f"{group}/{name}"] = f"no {task} retrieval queries in the evaluation split ({what})"
+            else:
+                out[f"{group}/{name}"] = "not defined on this data (no query or row could be scored)"
+    return out
+
+
+def _result(plan: Plan, catalog: Any, store: Any, fcfg: Any, setup: Setup, checked: Checked, rows: Any,
+            scored: dict[str, Any], model: Any, train_info: dict[str, Any], sw: Stopwatch) -> dict[str, Any]:
+    from bench.results import new_result
+
+    cell, mods = plan.cell, plan.cell.modalities
+    pre, fin, eval_rows = scored["pre"], scored["fin"], scored["eval_rows"]
+    metrics = {"pretrain": pre["metrics"], "finetune": fin["metrics"]}
+    nulls = null_reasons(metrics, checked.health.counts)
+    warnings = list(checked.health.warnings)
+    if nulls:
+        warnings.append(f"{len(nulls)} metric(s) have no value and are written as null (see 'null_metrics')")
     missing = {m.value: int((~store.present(m)[eval_rows]).sum()) for m in mods}
-    result = new_result(
+    return new_result(
         cell={"model": cell.model, "modalities": str(mods), "split": cell.split, "preset": cell.preset,
               "seed": cell.seed, "overrides": cell.overrides},
         data={"source": catalog.source, "fingerprint": catalog.fingerprint,
               "description": catalog.info.get("description", catalog.source),
               "is_m5product": catalog.source.startswith("m5product"), "listings": len(catalog.dataset)},
-        config={"model": model_cfg.to_dict(), "train": dataclasses.asdict(tcfg), "finetune": dataclasses.asdict(ft_cfg),
-                "features": fcfg.to_dict(),
-                "spec": spec.to_dict(), "pipeline": plan.pipeline},
-        metrics={"pretrain": pre["metrics"], "finetune": fin["metrics"]},
+        config={"model": setup.model_cfg.to_dict(), "train": dataclasses.asdict(setup.train_cfg),
+                "finetune": dataclasses.asdict(scored["ft_cfg"]), "features": fcfg.to_dict(),
+                "spec": store.spec.to_dict(), "pipeline": plan.pipeline},
+        metrics=metrics,
+        null_metrics=nulls,
+        warnings=warnings,
+        eval_health=checked.health.counts,
         definitions={**pre.get("definitions", {}), **fin.get("definitions", {})},
         counts={"pretrain_listings": int(len(rows)), "eval_listings": int(len(eval_rows)),
-                "cls_train_listings": int(len(cls_train_rows)), "missing_in_eval": missing,
-                "features": store.info.get("counts", {}), **pre.get("counts", {})},
+                "cls_train_listings": int(len(scored["cls_train_rows"])), "missing_in_eval": missing,
+                "null_metrics": len(nulls), "features": store.info.get("counts", {}), **pre.get("counts", {})},
         extra={**model.extra_state(), "train": train_info},
         timings=sw.timings,
     )
-    path = write_json_atomic(plan.result_path, result)
-    _save_embeddings(path.with_suffix(".embeddings.npz"), variants, mods, catalog, eval_rows, cat_ids, prod_ids)
-    say(f"[bold green]result[/] {path}")
-    return result
+
+
+def _write_result(path: Path, result: dict[str, Any]) -> Path:
+    """Write ``result`` at ``path``, unless ``path`` holds another cell's or another catalog's
+    result: that file is never replaced; this one goes beside it under a suffixed name."""
+    from bench.results import ResultError, read_result, write_json_atomic
+
+    if path.exists():
+        try:
+            old = read_result(path)
+        except ResultError:
+            old = None
+        same = old is not None and old.get("cell") == result["cell"] and \
+            (old.get("data") or {}).get("fingerprint") == result["data"]["fingerprint"]
+        if not same:
+            path = path.with_name(f"{path.stem}__{time.strftime('%Y%m%dT%H%M%S')}.json")
+            console.print(f"[yellow]warning[/] a different result already has that name; writing {path.name} beside it")
+    return write_json_atomic(path, result)
 
 
 @contextlib.contextmanager
-def _pretrain_lock(run_dir: Path, num_processes: int, say: Callable[[str], None]) -> Iterator[None]:
+def _pretrain_lock(run_dir: Path, num_processes: int, say: Callable[[Any], None]) -> Iterator[None]:
     """An exclusive lock on one pretraining run directory, so parallel sweeps that need the same
     checkpoint train it once: the second process waits, then finds it cached. Not taken under a
     multi-process launch, whose ranks must enter pretraining together (one launch is one job)."""

@@ -8,7 +8,8 @@ Layout of a result (see :func:`new_result`)::
 
     schema, cell{model, modalities, split, preset, seed, overrides}, data{source, fingerprint,
     description, is_m5product, listings}, config{model, train, features, eval},
-    metrics{pretrain{...}, finetune{...}}, definitions{...}, counts{...},
+    metrics{pretrain{...}, finetune{...}} (null where a metric has no value), null_metrics{group/name:
+    reason}, warnings[...], eval_health{queries and positives per task}, definitions{...}, counts{...},
     extra{...}, timings{stage: seconds}, provenance{version, git commit, libraries, command, created}
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -45,9 +47,12 @@ def overrides_key(overrides: dict[str, Any]) -> str:
 
 
 def cell_filename(model: str, modalities_key: str, split: str, preset: str, seed: int,
-                  overrides: dict[str, Any] | None = None) -> str:
+                  overrides: dict[str, Any] | None = None, data: str | None = None) -> str:
+    """``model__mods__split__preset__seedN[__overrides-tag][__data].json``; ``data`` names the
+    catalog (a readable slug and the fingerprint's prefix), so cells on two catalogs never collide."""
     tag = overrides_key(overrides or {})
-    return f"{model}__{modalities_key}__{split}__{preset}__seed{seed}" + (f"__{tag}" if tag else "") + ".json"
+    return (f"{model}__{modalities_key}__{split}__{preset}__seed{seed}" + (f"__{tag}" if tag else "")
+            + (f"__{data}" if data else "") + ".json")
 
 
 def git_commit(cwd: str | Path | None = None) -> dict[str, Any]:
@@ -97,14 +102,30 @@ def new_result(**parts: Any) -> dict[str, Any]:
     return res
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None`` (JSON has no NaN); numpy
+    scalars become Python numbers. The one NaN policy of every file m5bench writes: a value that
+    is not a number is written as null, and a result says why next to it (``null_metrics``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalar
+        return json_safe(obj.item())
+    return obj
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON so readers see either the old file or the complete new one, never a partial one."""
+    """Write JSON so readers see either the old file or the complete new one, never a partial one.
+    Non-finite floats are written as null (:func:`json_safe`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
+            json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -11,7 +9,8 @@ from typer.testing import CliRunner
 from bench.cli import app, main
 from bench.console import UserError
 from bench.modalities import ModalitySet
-from bench.pipeline import CellSpec, parse_overrides, plan_cell, run_cell
+from bench.pipeline import CellSpec, plan_cell, run_cell
+from bench.settings import parse_overrides
 from bench.results import SCHEMA, read_result
 
 
@@ -56,8 +55,10 @@ def test_cli_refusal_exit_code(capsys):
 def test_plan_names_result_by_cell(tmp_path):
     plan = plan_cell(CellSpec("scale", ModalitySet.parse("A,T,I"), split="subset", seed=3,
                               overrides={"harmonize": "uniform"}), tmp_path)
-    assert plan.result_path.parent == tmp_path
-    assert plan.result_path.name.startswith("scale__I+T+A__subset__tiny__seed3__")
+    path = plan.result_path("manifest:/data/shop.csv", "0123456789abcdef")
+    assert path.parent == tmp_path
+    assert path.name.startswith("scale__I+T+A__subset__tiny__seed3__")
+    assert path.name.endswith("__manifest-shop-01234567.json")
     assert plan.model_overrides == {"harmonize": "uniform"}
 
 
@@ -68,7 +69,8 @@ def test_run_cell_end_to_end_on_mini(mini_catalog, tmp_path):
                     overrides={"max_steps": 3, "batch_size": 32})
     plan = plan_cell(cell, tmp_path)
     res = run_cell(plan, progress=False, say=lambda s: None)
-    on_disk = read_result(plan.result_path)
+    (path,) = tmp_path.glob("*.json")
+    on_disk = read_result(path)
     assert on_disk["schema"] == SCHEMA
     assert on_disk["cell"]["modalities"] == "I,T,A"
     assert on_disk["data"]["fingerprint"] == mini_catalog.fingerprint
@@ -81,7 +83,7 @@ def test_run_cell_end_to_end_on_mini(mini_catalog, tmp_path):
     pm = on_disk["metrics"]["pretrain"]
     assert pm["coarse/mAP@1[m5product]"] == pm["coarse/Prec@1[m5product]"]
     assert res["extra"]["harmonize"]["mode"] == "learned"
-    npz = np.load(plan.result_path.with_suffix(".embeddings.npz"))
+    npz = np.load(path.with_suffix(".embeddings.npz"))
     assert npz["embeddings"].shape[0] == on_disk["counts"]["eval_listings"]
     assert {"emb_I", "emb_T", "emb_A"} <= set(npz.files)
     assert not list(tmp_path.glob("*.tmp*")), "no temporary files left behind"

@@ -16,10 +16,8 @@ into probe train/test.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -188,34 +186,6 @@ def build_evaluate_inputs(data: dict[str, Any], seed: int) -> tuple[dict[str, An
     return kwargs, notes
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not hasattr(obj, "__len__"):  # numpy scalar
-        return _json_safe(obj.item())
-    return obj
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the target folder, then rename it over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_json_safe(payload), fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def print_result(result: dict[str, Any], title: str) -> None:
     """A rich table of every metric (fraction and percent) plus the query counts."""
     from rich.table import Table
@@ -259,6 +229,8 @@ def eval_command(
     for note in notes.values():
         console.print(f"[dim]default: {note}[/]")
     if out is not None:
+        from bench.results import write_json_atomic
+
         write_json_atomic(out, result)
         console.print(f"wrote {out}")
 

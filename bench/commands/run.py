@@ -10,19 +10,24 @@ import typer
 from bench.console import UserError, console
 
 
-def _cell(model: str, modalities: str, data: Optional[str], split: str, preset: str, seed: int,
-          sets: list[str]):
+def _plan(model: str, modalities: str, data: Optional[str], split: str, preset: str, seed: int,
+          sets: list[str], encoding: Optional[str], results: Optional[Path] = None):
+    """The checked plan of one cell; every refusal that needs no data is a one-line user error."""
     from bench.modalities import ModalityError, ModalitySet
-    from bench.pipeline import CellSpec, parse_overrides
+    from bench.pipeline import CellSpec, plan_cell
     from bench.registry import ModalityNotSupported, RegistryError
+    from bench.settings import parse_overrides
 
     try:
         mods = ModalitySet.parse(modalities)
     except ModalityError as exc:
         raise UserError(str(exc)) from None
     cell = CellSpec(model=model, modalities=mods, data=data, split=split, preset=preset, seed=seed,
-                    overrides=parse_overrides(sets))
-    return cell, (ModalityNotSupported, RegistryError)
+                    overrides=parse_overrides(sets), encoding=encoding)
+    try:
+        return plan_cell(cell, results)
+    except (ModalityNotSupported, RegistryError) as exc:
+        raise UserError(str(exc)) from None
 
 
 # the options `bench run` and `bench pretrain` share (same cell, same checkpoint)
@@ -31,8 +36,10 @@ _MODALITIES = typer.Option(..., "--modalities", help="comma-separated codes, e.g
 _DATA = typer.Option(None, "--data", help="catalog: synthetic[:mini|default|large], m5product:PATH, manifest:PATH")
 _SPLIT = typer.Option("full", "--split", help="pretraining split: subset or full")
 _PRESET = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) or paper")
-_SEED = typer.Option(0, "--seed")
-_SETS = typer.Option([], "--set", help="config override key=value (repeatable), e.g. harmonize=uniform")
+_SEED = typer.Option(0, "--seed", help="seeds everything (model init, batch order, training, evaluation); same as --set seed=N")
+_SETS = typer.Option([], "--set", help="setting key=value (repeatable): model.*, train.*, features.*, pipeline.* "
+                                       "or a flat name that is unambiguous, e.g. harmonize=uniform, train.lr=3e-4")
+_ENCODING = typer.Option(None, "--encoding", help="text encoding of a manifest catalog (default UTF-8), e.g. gbk")
 
 
 def run(
@@ -43,29 +50,21 @@ def run(
     preset: str = _PRESET,
     seed: int = _SEED,
     sets: list[str] = _SETS,
+    encoding: Optional[str] = _ENCODING,
     results: Optional[Path] = typer.Option(None, "--results", help="directory for result files (default $M5BENCH_HOME/results)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and what is cached, do nothing"),
     force: bool = typer.Option(False, "--force", help="recompute even if the result file exists"),
 ) -> None:
     """Pretrain MODEL on MODALITIES, embed the evaluation listings, score them, write a result file."""
-    from bench.pipeline import plan_cell, run_cell
+    from bench.pipeline import describe_cache, run_cell
 
-    cell, refusals = _cell(model, modalities, data, split, preset, seed, sets)
-    try:
-        plan = plan_cell(cell, results)
-    except refusals as exc:
-        raise UserError(str(exc)) from None
-    console.print(f"[bold]cell[/] {cell.describe()}")
+    plan = _plan(model, modalities, data, split, preset, seed, sets, encoding, results)
+    console.print(f"[bold]cell[/] {plan.cell.describe()}")
     if dry_run:
-        from bench.pipeline import describe_cache
-
         for line in describe_cache(plan):
             console.print("  " + line)
         return
-    if plan.result_path.exists() and not force:
-        console.print(f"[green]result exists[/] {plan.result_path} (use --force to recompute)")
-        return
-    run_cell(plan)
+    run_cell(plan, force=force)
 
 
 def pretrain(
@@ -76,22 +75,19 @@ def pretrain(
     preset: str = _PRESET,
     seed: int = _SEED,
     sets: list[str] = _SETS,
+    encoding: Optional[str] = _ENCODING,
 ) -> None:
     """Only the pretraining stage of `bench run` (catalog, features, pretrain); prints the checkpoint.
 
     The checkpoint is the one `bench run` with the same arguments reuses. Ctrl-C saves a checkpoint;
     running the same command again resumes it.
     """
-    from bench.pipeline import plan_cell, run_cell
+    from bench.pipeline import run_cell
 
-    cell, refusals = _cell(model, modalities, data, split, preset, seed, sets)
-    try:
-        plan = plan_cell(cell)
-    except refusals as exc:
-        raise UserError(str(exc)) from None
+    plan = _plan(model, modalities, data, split, preset, seed, sets, encoding)
     if plan.pipeline["untrained"]:
         raise UserError("untrained=true skips pretraining; nothing to do")
-    console.print(f"[bold]cell[/] {cell.describe()}")
+    console.print(f"[bold]cell[/] {plan.cell.describe()}")
     run_cell(plan, pretrain_only=True)
 
 

@@ -30,6 +30,25 @@ def _mask(x: Any, n: int, name: str, default: bool | None = None) -> np.ndarray:
     return arr
 
 
+#: Largest float32; a dot product above it overflows to inf and every ranking breaks.
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_score_range(x: np.ndarray) -> None:
+    """Refuse embeddings whose dot products (or squared norms) can overflow float32: by
+    Cauchy-Schwarz every score is at most the largest squared row norm, computed here in float64."""
+    if not len(x):
+        return
+    worst = 0.0
+    for i in range(0, len(x), 65_536):  # row blocks: a float64 copy of a release-size gallery would not fit
+        block = x[i:i + 65_536].astype(np.float64)
+        worst = max(worst, float(np.einsum("ij,ij->i", block, block).max()))
+    if worst > _F32_MAX / 4:  # margin: sums of several such scores stay finite too
+        raise ValueError(f"embeddings are too large for float32 scoring: the largest row norm is {worst ** 0.5:.3g}, "
+                         f"so dot products reach {worst:.3g} (float32 holds up to {_F32_MAX:.3g}); rescale them "
+                         f"(e.g. divide every row by the largest norm) and score again")
+
+
 def evaluate(
     embeddings: Any,
     *,
@@ -110,6 +129,7 @@ def evaluate(
         raise ValueError(f"unknown evaluation task(s): {', '.join(sorted(unknown))}")
     knn_backend = resolve_backend(knn_backend)  # checked before any work; the result names the one used
     x = retrieval._to_float_tensor(embeddings, "embeddings").numpy()
+    _check_score_range(x)
     n = len(x)
     cat = as_label_array(category, "category")
     pid = as_label_array(product, "product")
