@@ -40,7 +40,7 @@ def headline_table(result: Mapping[str, Any]) -> Any:
     title = (f"{cell.get('model')} on {cell.get('modalities')} | {cell.get('split')} split, "
              f"{cell.get('preset')} preset, seed {cell.get('seed')}")
     t = Table(title=title, caption=f"data: {data.get('description', data.get('source', '?'))}; "
-                                   "retrieval under the official M5Product definition [m5product]; percent")
+                                   "retrieval under the official M5Product definition \\[m5product]; percent")
     t.add_column("metric")
     t.add_column("pre-trained features", justify="right")
     t.add_column("fine-tuned features", justify="right")

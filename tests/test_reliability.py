@@ -280,3 +280,23 @@ def test_results_ls_and_export(tmp_path, capsys):
         assert sorted(frame["model"]) == ["bert", "scale", "scale"]
     code, out = run_cli(capsys, ["results", "export", "--results", str(tmp_path), "--out", str(tmp_path / "x.xlsx")])
     assert code == 2 and "unknown export format" in out
+
+
+def test_a_name_in_two_sections_is_refused_flat_and_accepted_dotted():
+    """A model field that shares its name with a training setting (here ``log_every``) cannot be
+    set by the flat name; each dotted spelling reaches its own section."""
+    from bench.adapter import AdapterConfig
+    from bench.settings import resolve
+
+    @dataclasses.dataclass
+    class Cfg(AdapterConfig):
+        log_every: int = 3
+        width: int = 8
+
+    with pytest.raises(UserError, match="model.log_every or train.log_every"):
+        resolve(Cfg, {"log_every": 5})
+    s = resolve(Cfg, {"model.log_every": 5, "train.log_every": 7, "width": 16})
+    assert s.model == {"log_every": 5, "width": 16} and s.train == {"log_every": 7}
+    assert s.canonical == {"model.log_every": 5, "train.log_every": 7, "width": 16}
+    with pytest.raises(UserError, match="given twice"):
+        resolve(Cfg, {"width": 16, "model.width": 8})
