@@ -422,13 +422,16 @@ def train(
     callback: Callable[[dict[str, Any]], None] | None = None,
     lr_for: Callable[[str], float] | None = None,
     description: str = "train",
+    epoch_end: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """The generic loop behind :func:`pretrain` and fine-tuning.
 
     ``module(batch, generator)`` must return a dict of named losses holding ``"loss"``. With
     ``out_dir`` and ``adapter`` it checkpoints ``adapter`` (every epoch, on interrupt, at the end)
     and writes the loss log; without them it only trains. ``callback(log)`` runs after every
-    optimizer step with that step's values (a place for tests and early stopping).
+    optimizer step with that step's values (a place for tests). ``epoch_end(epochs_done)`` runs
+    after every complete epoch; returning True ends training there (early stopping; the learning
+    rate schedule keeps its full length, so the epochs that did run are the same either way).
     """
     t0 = time.perf_counter()
     if steps_per_epoch is None:
@@ -479,7 +482,7 @@ def train(
         with run.graceful_signals(), _progress(progress and acc.is_main_process, description,
                                                total_steps, run.global_step) as bar:
             try:
-                _loop(run, batches_for_epoch, per_rank, bar, callback)
+                _loop(run, batches_for_epoch, per_rank, bar, callback, epoch_end)
             except KeyboardInterrupt:  # TrainingInterrupted (signals) included
                 # State is at the last optimizer-step boundary (partial accumulations are replayed on resume).
                 path = None if run.updating else run.save("interrupt")
@@ -495,7 +498,7 @@ def train(
         )
 
 
-def _loop(run: _Run, factory: BatchFactory, per_rank: int, bar, callback) -> None:
+def _loop(run: _Run, factory: BatchFactory, per_rank: int, bar, callback, epoch_end=None) -> None:
     cfg, acc, model = run.cfg, run.acc, run.module
     W, rank = acc.num_processes, acc.process_index
     params = [p for p in model.parameters() if p.requires_grad]
@@ -540,6 +543,13 @@ def _loop(run: _Run, factory: BatchFactory, per_rank: int, bar, callback) -> Non
             run.in_epoch = 0
             if cfg.checkpoint_every_epoch and run.epoch < cfg.epochs:
                 run.save("epoch")
+            if epoch_end is not None and run.epoch < cfg.epochs:
+                stop = epoch_end(run.epoch)
+                model.train()  # epoch_end may have scored the model in eval mode
+                if stop:
+                    run.finished = True
+                    run.save("end")
+                    break
 
 
 def _micro_step(run: _Run, model, batch: Batch, micro_index: int, sync: bool) -> dict[str, float]:

@@ -411,21 +411,47 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
         pre = evaluate(variants["default"], train_embeddings=emb_train, train_category=cat_ids[cls_train_rows], **common)
 
     with sw("finetune"):
-        ft_cfg = dataclasses.replace(tcfg, epochs=int(plan.pipeline["finetune_epochs"]), max_steps=None)
+        epochs, holdout = finetune_schedule(plan, cls_train_rows)
+        train_rows = np.setdiff1d(cls_train_rows, holdout) if holdout is not None else cls_train_rows
+        ft_cfg = dataclasses.replace(tcfg, epochs=epochs, max_steps=None)
 
         def ft_batches(epoch: int):
-            return store.batches(cls_train_rows, mods, tcfg.batch_size, shuffle=True,
+            return store.batches(train_rows, mods, tcfg.batch_size, shuffle=True,
                                  seed=cell.seed * 10_007 + 5_000 + epoch, drop_last=True)
 
-        ft = finetune_classifier(model, ft_batches, max(1, len(cls_train_rows) // tcfg.batch_size),
+        ft = finetune_classifier(model, ft_batches, max(1, len(train_rows) // tcfg.batch_size),
                                  store.batches(eval_rows, mods, 128), num_classes=spec.num_categories,
                                  cfg=ft_cfg, backbone_lr=ft_cfg.lr * float(plan.pipeline["finetune_backbone_lr"]),
-                                 progress=progress)
+                                 progress=progress, patience=int(plan.pipeline["finetune_patience"]),
+                                 holdout_batches=None if holdout is None else lambda: store.batches(holdout, mods, 128))
+        ft["schedule"].update(holdout_rows=0 if holdout is None else int(len(holdout)), train_rows=int(len(train_rows)))
     with sw("evaluate"):
         fin = evaluate(np.asarray(ft["features"]), head_predictions=np.asarray(ft["predictions"])[in_eval["cls_test"]],
                        tasks=("retrieval", "classification"), **common)
-    return {"pre": pre, "fin": fin, "ft_cfg": ft_cfg, "variants": variants, "eval_rows": eval_rows,
+    return {"pre": pre, "fin": fin, "ft_cfg": ft_cfg, "ft_schedule": ft["schedule"], "variants": variants, "eval_rows": eval_rows,
             "cls_train_rows": cls_train_rows, "cat_ids": cat_ids, "prod_ids": prod_ids}
+
+
+def finetune_schedule(plan: Plan, cls_train_rows: Any) -> tuple[int, Any]:
+    """(epochs, held-out rows or None) of the fine-tuned classification stage: a fixed length when
+    ``finetune_epochs`` is set or the preset is ``paper``; otherwise early stopping on a seeded
+    slice of the classification-train rows, at most ``finetune_max_epochs``."""
+    import numpy as np
+
+    from bench.seeds import stream
+    from bench.settings import PAPER_FINETUNE_EPOCHS
+
+    p = plan.pipeline
+    if p["finetune_epochs"] is not None:
+        return int(p["finetune_epochs"]), None
+    if plan.cell.preset == "paper":
+        return PAPER_FINETUNE_EPOCHS, None
+    n_hold = int(round(float(p["finetune_holdout"]) * len(cls_train_rows)))
+    if not 0 < n_hold < len(cls_train_rows):
+        raise UserError(f"finetune_holdout={p['finetune_holdout']} leaves no held-out or no training rows "
+                        f"of {len(cls_train_rows)}; set finetune_epochs=N for a fixed length instead")
+    pick = stream(plan.cell.seed, "finetune-holdout").permutation(len(cls_train_rows))[:n_hold]
+    return int(p["finetune_max_epochs"]), np.sort(cls_train_rows[pick])
 
 
 def null_reasons(metrics: dict[str, dict[str, Any]], query_counts: dict[str, Any]) -> dict[str, str]:
@@ -475,7 +501,7 @@ def _result(plan: Plan, catalog: Any, store: Any, fcfg: Any, setup: Setup, check
         counts={"pretrain_listings": int(len(rows)), "eval_listings": int(len(eval_rows)),
                 "cls_train_listings": int(len(scored["cls_train_rows"])), "missing_in_eval": missing,
                 "null_metrics": len(nulls), "features": store.info.get("counts", {}), **pre.get("counts", {})},
-        extra={**model.extra_state(), "train": train_info},
+        extra={**model.extra_state(), "train": train_info, "finetune": scored["ft_schedule"]},
         timings=sw.timings,
     )
 

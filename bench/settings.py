@@ -31,13 +31,20 @@ TRAIN_HINTS = ("batch_size", "lr", "epochs", "warmup_ratio")
 #: Settings of the run around the model, with their defaults:
 #: ``pretrain_incomplete`` keeps listings that lack some requested modality in pretraining (the
 #: paper's default; ``false`` is its "complete listings only" ablation); ``untrained`` skips
-#: pretraining (the control every trained model must beat); ``finetune_epochs`` sizes the paper's
-#: fine-tuned classification stage and ``finetune_backbone_lr`` scales the backbone's learning rate
-#: in it (relative to the pretraining lr; the new head always trains at the full lr);
-#: ``eval_fraction`` and ``split_seed`` set the hash split into pretraining and evaluation for
-#: catalogs without id lists (``None``: the catalog's own default).
-PIPELINE_KEYS: dict[str, Any] = {"pretrain_incomplete": True, "untrained": False, "finetune_epochs": 1,
-                                 "finetune_backbone_lr": 1.0, "eval_fraction": None, "split_seed": None}
+#: pretraining (the control every trained model must beat). The fine-tuned classification stage:
+#: ``finetune_epochs`` fixes its length (``None``: the ``paper`` preset trains 10 epochs as the
+#: released code does; other presets stop early on held-out accuracy, at most
+#: ``finetune_max_epochs``, holding out ``finetune_holdout`` of the classification-train rows and
+#: stopping after ``finetune_patience`` epochs without improvement); ``finetune_backbone_lr``
+#: scales the backbone's learning rate in it (relative to the pretraining lr; the new head always
+#: trains at the full lr). ``eval_fraction`` and ``split_seed`` set the hash split into pretraining
+#: and evaluation for catalogs without id lists (``None``: the catalog's own default).
+PIPELINE_KEYS: dict[str, Any] = {"pretrain_incomplete": True, "untrained": False,
+                                 "finetune_epochs": None, "finetune_max_epochs": 10, "finetune_holdout": 0.1,
+                                 "finetune_patience": 1, "finetune_backbone_lr": 1.0,
+                                 "eval_fraction": None, "split_seed": None}
+#: Fine-tuning epochs of the ``paper`` preset: the released evaluation loads the 10th epoch's weights.
+PAPER_FINETUNE_EPOCHS = 10
 
 SECTIONS = ("model", "train", "features", "pipeline")
 SEED = "seed"

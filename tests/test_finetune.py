@@ -63,3 +63,58 @@ def test_embed_rows_order_dtype_mode_and_variants():
     np.testing.assert_array_equal(var["default"], vecs)
     with pytest.raises(ValueError, match="no batches"):
         embed_rows(model, [])
+
+
+def test_early_stopping_keeps_the_best_held_out_epoch():
+    """Held-out accuracy is scored after every epoch; training stops after `patience` epochs
+    without improvement and the best epoch's weights are the ones scored."""
+    holdout = [labelled_batch(2000 + i, size=16) for i in range(2)]
+    cfg = TrainConfig(epochs=6, lr=3e-3, warmup_ratio=0.1, log_every=1, seed=1)
+    out = finetune_classifier(make_model(), TRAIN, len(TRAIN), TEST, SPEC.num_categories, cfg,
+                              holdout_batches=lambda: holdout, patience=1)
+    s = out["schedule"]
+    assert s["mode"] == "early_stopping" and s["max_epochs"] == 6
+    scores = s["holdout_accuracy"]
+    assert len(scores) == s["epochs_run"] <= 6
+    assert s["chosen_epoch"] == int(np.argmax(scores)) + 1  # earliest best
+    if s["epochs_run"] < 6:  # stopped early: the last epoch did not beat the best
+        assert scores[-1] <= max(scores[:-1])
+    # same seed, same numbers: early stopping (held-out scoring between epochs) draws no randomness
+    again = finetune_classifier(make_model(), TRAIN, len(TRAIN), TEST, SPEC.num_categories, cfg,
+                                holdout_batches=lambda: holdout, patience=1)
+    assert np.array_equal(out["features"], again["features"])
+
+
+def test_early_stopping_stops_when_held_out_accuracy_stalls():
+    """A held-out set the model cannot improve on (one constant score) stops after 1 + patience epochs."""
+    holdout = [labelled_batch(3000, size=16)]
+    cfg = TrainConfig(epochs=8, lr=0.0, warmup_ratio=0.0, log_every=1, seed=1)  # lr 0: nothing changes
+    out = finetune_classifier(make_model(), TRAIN, len(TRAIN), TEST, SPEC.num_categories, cfg,
+                              holdout_batches=lambda: holdout, patience=2)
+    s = out["schedule"]
+    assert s["epochs_run"] == 3 and s["chosen_epoch"] == 1 and len(set(s["holdout_accuracy"])) == 1
+
+
+def test_head_input_is_standardised():
+    """The head's LayerNorm makes its output independent of the input's scale (up to its epsilon)."""
+    from bench.finetune import ClassificationHead
+
+    torch.manual_seed(0)
+    head = ClassificationHead(8, 3).eval()
+    x = torch.randn(5, 8)
+    assert torch.allclose(head(x), head(40.0 * x), atol=1e-4)
+
+
+def test_finetune_schedule_by_preset_and_override(tmp_path):
+    from bench.modalities import ModalitySet
+    from bench.pipeline import CellSpec, finetune_schedule, plan_cell
+
+    rows = np.arange(100, 300)
+    tiny = plan_cell(CellSpec("bert", ModalitySet.parse("T")), tmp_path)
+    epochs, hold = finetune_schedule(tiny, rows)
+    assert epochs == 10 and len(hold) == 20 and set(hold) <= set(rows)
+    assert np.array_equal(hold, finetune_schedule(tiny, rows)[1])  # seeded
+    paper = plan_cell(CellSpec("bert", ModalitySet.parse("T"), preset="paper"), tmp_path)
+    assert finetune_schedule(paper, rows) == (10, None)
+    fixed = plan_cell(CellSpec("bert", ModalitySet.parse("T"), overrides={"finetune_epochs": 1}), tmp_path)
+    assert finetune_schedule(fixed, rows) == (1, None)
