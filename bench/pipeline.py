@@ -27,6 +27,11 @@ from bench.modalities import ModalitySet
 from bench.settings import PIPELINE_KEYS, Settings, parse_overrides, pipeline_settings, resolve  # noqa: F401
 
 SPLITS = ("subset", "full")
+#: Metrics whose per-query values are saved beside a result (``.per_query.npz``), under both scoring
+#: rules, so two results on the same catalog can be compared query by query (paired bootstrap).
+PER_QUERY = tuple(f"{task}/{m}{tag}" for task in ("coarse", "fine") for m, tag0 in
+                  (("mAP@1", "[m5product"), ("mAP@10", "[m5product"), ("mAP@R", "[pml")) for tag in
+                  (tag0 + "]", tag0 + "/cos]"))
 
 
 def default_results_dir() -> Path:
@@ -378,6 +383,7 @@ def _run_cell(plan: Plan, state: dict[str, Any], *, progress: bool, say: Callabl
     path = _write_result(checked.result_path, result)
     _save_embeddings(path.with_suffix(".embeddings.npz"), scored["variants"], mods, catalog, scored["eval_rows"],
                      scored["cat_ids"], scored["prod_ids"])
+    _save_per_query(path.with_suffix(".per_query.npz"), scored, catalog)
     from bench.summary import headline_table
 
     say(headline_table(result))
@@ -408,7 +414,8 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
                   coarse_query=in_eval["coarse_query"], fine_query=in_eval["fine_query"],
                   cls_test=in_eval["cls_test"], seed=cell.seed)
     with sw("evaluate"):
-        pre = evaluate(variants["default"], train_embeddings=emb_train, train_category=cat_ids[cls_train_rows], **common)
+        pre = evaluate(variants["default"], train_embeddings=emb_train, train_category=cat_ids[cls_train_rows],
+                       per_query=PER_QUERY + ("cls/correct[linear_probe]",), **common)
 
     with sw("finetune"):
         epochs, holdout = finetune_schedule(plan, cls_train_rows)
@@ -427,7 +434,9 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
         ft["schedule"].update(holdout_rows=0 if holdout is None else int(len(holdout)), train_rows=int(len(train_rows)))
     with sw("evaluate"):
         fin = evaluate(np.asarray(ft["features"]), head_predictions=np.asarray(ft["predictions"])[in_eval["cls_test"]],
-                       tasks=("retrieval", "classification"), **common)
+                       tasks=("retrieval", "classification"), per_query=PER_QUERY, **common)
+    head_correct = np.asarray(ft["predictions"])[in_eval["cls_test"]] == common["category"][in_eval["cls_test"]]
+    fin["per_query"]["cls/correct[finetuned_head]"] = head_correct.astype(np.float32)
     return {"pre": pre, "fin": fin, "ft_cfg": ft_cfg, "ft_schedule": ft["schedule"], "variants": variants, "eval_rows": eval_rows,
             "cls_train_rows": cls_train_rows, "cat_ids": cat_ids, "prod_ids": prod_ids}
 
@@ -497,6 +506,7 @@ def _result(plan: Plan, catalog: Any, store: Any, fcfg: Any, setup: Setup, check
         null_metrics=nulls,
         warnings=warnings,
         eval_health=checked.health.counts,
+        hubness={"pretrain": pre.get("hubness", {}), "finetune": fin.get("hubness", {})},
         definitions={**pre.get("definitions", {}), **fin.get("definitions", {})},
         counts={"pretrain_listings": int(len(rows)), "eval_listings": int(len(eval_rows)),
                 "cls_train_listings": int(len(scored["cls_train_rows"])), "missing_in_eval": missing,
@@ -560,6 +570,22 @@ def _save_embeddings(path: Path, variants: dict, mods: ModalitySet, catalog, row
     for m in mods:
         if m.long_name in variants:
             arrays[f"emb_{m.value}"] = variants[m.long_name].astype("float32")
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _save_per_query(path: Path, scored: dict[str, Any], catalog: Any) -> None:
+    """Per-query metric values of the pre-trained (``pretrain/...``) and fine-tuned (``finetune/...``)
+    features beside the result, with the evaluation rows' item ids, written atomically.
+    ``<group>/_query_rows`` index the evaluation rows; ``cls/correct[...]`` runs over the cls_test rows."""
+    import numpy as np
+
+    eval_rows = scored["eval_rows"]
+    arrays: dict[str, Any] = {"item_id": np.asarray(catalog.dataset.select(eval_rows.tolist())["item_id"])}
+    for group in ("pre", "fin"):
+        for name, values in (scored[group].get("per_query") or {}).items():
+            arrays[f"{'pretrain' if group == 'pre' else 'finetune'}/{name}"] = values
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)

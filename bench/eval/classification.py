@@ -49,8 +49,8 @@ def linear_probe(
 ) -> dict[str, Any]:
     """Fit the fixed probe on (train_x, train_y) and score top-1 accuracy on (test_x, test_y).
 
-    Returns ``{"accuracy", "n_train", "n_test", "n_classes", "test_unseen_class", "converged", "n_iter",
-    "protocol"}``.
+    Returns ``{"accuracy", "correct", "n_train", "n_test", "n_classes", "test_unseen_class", "converged",
+    "n_iter", "protocol"}``; ``correct`` is a bool per test row (for paired comparisons).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -71,13 +71,13 @@ def linear_probe(
     out["n_classes"] = int(len(classes))
     out["test_unseen_class"] = int((~np.isin(yte, classes)).sum())
     if len(te) == 0 or len(tr) == 0:
-        return dict(out, accuracy=float("nan"), converged=False, n_iter=0)
+        return dict(out, accuracy=float("nan"), correct=np.zeros(len(te), dtype=bool), converged=False, n_iter=0)
     if normalize:
         tr = tr / np.maximum(np.linalg.norm(tr, axis=1, keepdims=True), 1e-12)
         te = te / np.maximum(np.linalg.norm(te, axis=1, keepdims=True), 1e-12)
     if len(classes) == 1:  # LogisticRegression refuses one class; the only sensible predictor is constant
         pred = np.full(len(te), classes[0])
-        return dict(out, accuracy=float((pred == yte).mean()), converged=True, n_iter=0)
+        return dict(out, accuracy=float((pred == yte).mean()), correct=pred == yte, converged=True, n_iter=0)
     scaler = StandardScaler().fit(tr)
     clf = LogisticRegression(C=PROBE_PROTOCOL["C"], solver="lbfgs", max_iter=PROBE_PROTOCOL["max_iter"],
                              tol=PROBE_PROTOCOL["tol"], random_state=seed)
@@ -86,4 +86,5 @@ def linear_probe(
         clf.fit(scaler.transform(tr), ytr)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     pred = clf.predict(scaler.transform(te))
-    return dict(out, accuracy=float((pred == yte).mean()), converged=converged, n_iter=int(np.max(clf.n_iter_)))
+    return dict(out, accuracy=float((pred == yte).mean()), correct=pred == yte, converged=converged,
+                n_iter=int(np.max(clf.n_iter_)))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.eval import classification, clustering, retrieval
+from bench.eval import classification, clustering, retrieval, scoring
 from bench.eval.knn import resolve_backend
 from bench.eval.labels import as_label_array
 
@@ -72,6 +72,8 @@ def evaluate(
     tasks: Sequence[str] = ("retrieval", "classification", "clustering"),
     retrieval_only: bool = False,
     mem_budget_bytes: int = 256 << 20,
+    cosine_too: bool = True,
+    per_query: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score one set of embeddings on coarse/fine retrieval, classification and clustering.
 
@@ -102,6 +104,12 @@ def evaluate(
         head_predictions: predicted categories (or (n, C) logits) of a fine-tuned head for the
             ``cls_test`` rows, in row order -> ``cls/accuracy[finetuned_head]``.
         normalize: cosine instead of the raw dot product (retrieval, probe input, k-means input).
+        cosine_too: with the raw dot product, also score every retrieval metric on L2-normalised
+            embeddings, named ``.../cos`` (:mod:`bench.eval.scoring`).
+        per_query: metric names whose per-query values to return (``out["per_query"]``, float32
+            over ``out["per_query"]["_query_rows"]``, NaN where a query is not scored), for paired
+            comparisons of two results on the same queries; ``cls/correct[linear_probe]`` gives the
+            probe's per-test-row correctness.
         seed: probe seed; k-means seeds default to ``(seed, seed+1, seed+2)``.
         ks, max_topk: retrieval cut-offs and the official list length (see :mod:`bench.eval.retrieval`).
         kmeans_backend: "sklearn" (default, see :mod:`bench.eval.clustering`) or "faiss".
@@ -116,6 +124,7 @@ def evaluate(
         "timings_s": {...}}``. Metric names: ``coarse/...``, ``fine/...`` (see retrieval),
         ``cls/accuracy[linear_probe]``, ``cls/accuracy[finetuned_head]``, ``cluster/NMI``,
         ``cluster/NMI_std``, ``cluster/purity``, ``cluster/purity_std``. All values are fractions.
+        ``out["hubness"]`` holds the hubness diagnostic of the coarse queries per scoring rule.
 
     Raises:
         ValueError: inconsistent lengths, non-boolean masks, non-finite embeddings, unknown tasks.
@@ -155,17 +164,33 @@ def evaluate(
         if len(q_rows) and len(g_rows):
             pos_in_gallery = np.full(n, -1, dtype=np.int64)
             pos_in_gallery[g_rows] = np.arange(len(g_rows))
-            res = retrieval.retrieval_metrics(
-                x[q_rows], x[g_rows],
-                {"coarse": (cat[q_rows], cat[g_rows], cq[q_rows]), "fine": (pid[q_rows], pid[g_rows], fq[q_rows])},
-                query_gallery_index=pos_in_gallery[q_rows], ks=ks, max_topk=max_topk, normalize=normalize,
-                backend=knn_backend, mem_budget_bytes=mem_budget_bytes,
-            )
-            metrics.update(res.metrics)
-            counts.update(res.counts)
-            settings = res.definitions.pop("_settings")
-            definitions.update(res.definitions)
-            definitions["retrieval_settings"] = settings
+            rules = [("cos" if normalize else "raw", normalize, lambda k: k)]
+            if cosine_too and not normalize:
+                rules.append(("cos", True, scoring.cos_name))
+            out["hubness"] = {}
+            if per_query:
+                out["per_query"] = {"_query_rows": q_rows.astype(np.int64)}
+            for i, (rule, norm, rename) in enumerate(rules):
+                res = retrieval.retrieval_metrics(
+                    x[q_rows], x[g_rows],
+                    {"coarse": (cat[q_rows], cat[g_rows], cq[q_rows]), "fine": (pid[q_rows], pid[g_rows], fq[q_rows])},
+                    query_gallery_index=pos_in_gallery[q_rows], ks=ks, max_topk=max_topk, normalize=norm,
+                    backend=knn_backend, mem_budget_bytes=mem_budget_bytes, per_query=bool(per_query),
+                )
+                metrics.update({rename(k): v for k, v in res.metrics.items()})
+                if per_query:
+                    out["per_query"].update({rename(k): v.astype(np.float32) for k, v in res.per_query.items()
+                                             if rename(k) in per_query})
+                settings = res.definitions.pop("_settings")
+                if i == 0:
+                    counts.update(res.counts)
+                    definitions.update(res.definitions)
+                    definitions["retrieval_settings"] = settings
+                else:
+                    definitions.update(scoring.cos_definitions(res.definitions))
+                top1 = scoring.top1_neighbours(x[q_rows][cq[q_rows]], x[g_rows], pos_in_gallery[q_rows][cq[q_rows]],
+                                               normalize=norm)
+                out["hubness"][rule] = scoring.hubness(top1)
         else:
             counts.update({"coarse/queries": int(cq.sum()), "fine/queries": int(fq.sum())})
         timings["retrieval"] = time.perf_counter() - t0
@@ -188,6 +213,9 @@ def evaluate(
         if len(tr_x) and ctest.any():
             probe = classification.linear_probe(tr_x, tr_y, x[ctest], cat[ctest], seed=seed, normalize=normalize)
             metrics["cls/accuracy[linear_probe]"] = probe["accuracy"]
+            correct = probe.pop("correct")
+            if "cls/correct[linear_probe]" in per_query:
+                out.setdefault("per_query", {})["cls/correct[linear_probe]"] = correct.astype(np.float32)
             counts["cls/test_unseen_class"] = probe["test_unseen_class"]
             out["probe"] = probe
             definitions["linear_probe"] = dict(probe["protocol"], metric="top-1 accuracy on cls_test rows")
