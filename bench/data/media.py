@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from bench.data.paths import m5bench_home, pool_context
+from bench.data.paths import m5bench_home, pool_context, sigint_blocked, stop_pool
 
 KINDS = ("image", "video", "audio")
 
@@ -98,6 +99,8 @@ def check_file(path: str, kind: str) -> MediaCheck:
         st = os.stat(path)
     except OSError:
         return MediaCheck(path, False, f"{kind}_missing", -1, None)
+    if not stat.S_ISREG(st.st_mode):  # a folder, or a device/FIFO whose read would never end
+        return MediaCheck(path, False, f"{kind}_missing", -1, None)
     if st.st_size == 0:
         return MediaCheck(path, False, f"{kind}_empty", 0, None)
     try:
@@ -146,11 +149,13 @@ class ValidationCache:
         for path, kind in items:
             try:
                 st = os.stat(path)
-                stats[path] = (st.st_size, st.st_mtime_ns)
             except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode):
                 stats[path] = None
                 out[path] = MediaCheck(path, False, f"{kind}_missing", -1, None)
                 continue
+            stats[path] = (st.st_size, st.st_mtime_ns)
             row = cur.execute(
                 "SELECT ok, reason, sha1 FROM media WHERE path=? AND kind=? AND size=? AND mtime_ns=?",
                 (path, kind, st.st_size, st.st_mtime_ns),
@@ -184,7 +189,14 @@ class ValidationCache:
             for c in track(chunks, "validating media", total=len(chunks), enabled=progress):
                 results.extend(_check_many(c))
             return results
-        with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as ex:
-            for res in track(ex.map(_check_many, chunks), "validating media", total=len(chunks), enabled=progress):
+        with sigint_blocked():  # the workers inherit the block: Ctrl-C reaches only this process
+            ex = ProcessPoolExecutor(max_workers=workers, mp_context=pool_context())
+            it = ex.map(_check_many, chunks)
+        try:
+            for res in track(it, "validating media", total=len(chunks), enabled=progress):
                 results.extend(res)
+        except BaseException:
+            stop_pool(ex)
+            raise
+        ex.shutdown()
         return results

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 
 def m5bench_home() -> Path:
@@ -30,3 +33,36 @@ def pool_context():
     import multiprocessing as mp
 
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+@contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread while worker processes are started inside the block.
+
+    A child inherits the signal mask across fork and exec, so workers started here never receive the
+    Ctrl-C that a terminal sends to the whole process group: only the parent sees it (its pending
+    SIGINT is delivered when the block ends) and stops the workers itself, with no worker traceback.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no masks; workers may print a traceback
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def stop_pool(executor: Any) -> None:
+    """Stop a ``ProcessPoolExecutor`` now (Ctrl-C): drop queued work and terminate its workers.
+
+    Work already returned is the caller's to keep; a worker killed mid-write leaves only a temporary
+    file or folder that the next run removes.
+    """
+    procs = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
