@@ -157,13 +157,12 @@ def info(
 
 def _check_has_content(cat: Any) -> None:
     """Refuse a catalog whose listings have no title, table or media at all: nothing to featurize."""
-    pres = cat.modality_presence()
-    if not any(pres.values()):
-        from bench.data.report import empty_modality_reason
-        from bench.modalities import ORDER
+    if not any(cat.modality_presence().values()):
+        from bench.data.report import unknown_columns_warning
 
-        why = "; ".join(empty_modality_reason(cat, m) for m in ORDER)
-        raise UserError(f"{cat.source}: nothing to featurize: {why}")
+        warning = unknown_columns_warning(cat)
+        raise UserError(f"{cat.source}: nothing to featurize: no listing has a title, table, image, video or audio"
+                        + (f"; {warning}" if warning else ""))
 
 
 def _kept(path: Path) -> str:

@@ -14,12 +14,11 @@ import os
 import sqlite3
 import stat
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from bench.data.paths import m5bench_home, pool_context, sigint_blocked, stop_pool
+from bench.data.paths import m5bench_home, pool_context, sigint_blocked
 
 KINDS = ("image", "video", "audio")
 
@@ -189,14 +188,12 @@ class ValidationCache:
             for c in track(chunks, "validating media", total=len(chunks), enabled=progress):
                 results.extend(_check_many(c))
             return results
-        with sigint_blocked():  # the workers inherit the block: Ctrl-C reaches only this process
-            ex = ProcessPoolExecutor(max_workers=workers, mp_context=pool_context())
-            it = ex.map(_check_many, chunks)
-        try:
-            for res in track(it, "validating media", total=len(chunks), enabled=progress):
+        # multiprocessing.Pool, not ProcessPoolExecutor: on Ctrl-C its terminate() (the with block's
+        # exit) stops the workers at once. They start with SIGINT blocked (inherited), so the
+        # interrupt reaches only this process and no worker prints a traceback.
+        with sigint_blocked():
+            pool = pool_context().Pool(workers)
+        with pool:
+            for res in track(pool.imap(_check_many, chunks), "validating media", total=len(chunks), enabled=progress):
                 results.extend(res)
-        except BaseException:
-            stop_pool(ex)
-            raise
-        ex.shutdown()
         return results

@@ -37,32 +37,47 @@ def pool_context():
 
 @contextmanager
 def sigint_blocked() -> Iterator[None]:
-    """Block SIGINT in this thread while worker processes are started inside the block.
+    """Start worker processes inside this block so that they never see a Ctrl-C.
 
-    A child inherits the signal mask across fork and exec, so workers started here never receive the
-    Ctrl-C that a terminal sends to the whole process group: only the parent sees it (its pending
-    SIGINT is delivered when the block ends) and stops the workers itself, with no worker traceback.
+    A terminal sends SIGINT to the whole process group, so without this every worker raises its own
+    KeyboardInterrupt and prints a traceback. Inside the block SIGINT is ignored (spawned children
+    keep an ignored disposition across exec, and Python then leaves it ignored) and blocked (forked
+    children inherit the mask; on Linux a blocked signal stays pending even while ignored, so a
+    Ctrl-C during the block reaches this process when it ends; starting a *spawned* child resets
+    this process's mask, so there a Ctrl-C in the few milliseconds of the block may be dropped).
+    Only the parent sees the interrupt, and it stops the workers itself. Outside the main thread
+    (where signal dispositions cannot be changed) this does nothing.
     """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no masks; workers may print a traceback
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, old_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def stop_pool(executor: Any) -> None:
-    """Stop a ``ProcessPoolExecutor`` now (Ctrl-C): drop queued work and terminate its workers.
+    """Stop a ``ProcessPoolExecutor`` now (Ctrl-C): terminate its workers, so queued work never runs.
 
     Work already returned is the caller's to keep; a worker killed mid-write leaves only a temporary
     file or folder that the next run removes.
     """
     procs = list((getattr(executor, "_processes", None) or {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
+    call_queue = getattr(executor, "_call_queue", None)
+    if call_queue is not None:
+        # Jobs still in the pipe to the workers will never be read: do not wait to flush them.
+        call_queue.cancel_join_thread()
     for p in procs:
         if p.is_alive():
             p.terminate()
     for p in procs:
         p.join(timeout=10)
+    # The pool's manager thread sees its workers gone, fails the queued work and exits; waiting for
+    # it here (not in the interpreter's exit hook) avoids a spurious "Bad file descriptor" at exit.
+    executor.shutdown(wait=True)

@@ -91,7 +91,8 @@ def empty_modality_reason(cat: "Catalog", modality: "object") -> str:
         top = max(reasons, key=reasons.get)
         listed = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
         return f"{head}: every listed one was rejected ({listed}); see `{validate_hint(cat.source, top)}`"
-    unknown = cat.info.get("unknown_columns") or []
+    # Unrecognised columns with no likely meaning elsewhere may be this one under another name.
+    unknown = [c for c in cat.info.get("unknown_columns") or [] if not hints.get(c)]
     extra = f"; unrecognised columns: {', '.join(map(repr, unknown))}" if unknown else ""
     return f"{head}: the source has no {cols[0] if cols else name} values{extra}"
 
