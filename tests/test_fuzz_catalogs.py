@@ -39,7 +39,8 @@ class Kind:
 
     ``refused``: a fragment of the one-line refusal (exit 2), or None when the catalog loads and
     ``counted`` (reason -> count) are its listing-level problems. ``t_absent``: no listing has a
-    title, so ``Catalog.check_modalities([T])`` must refuse it.
+    title, so ``Catalog.check_modalities([T])`` must refuse it. ``build_refused``: a catalog that loads
+    but that ``features build`` must refuse (nothing to featurize).
     """
 
     name: str
@@ -47,6 +48,7 @@ class Kind:
     refused: str | None = None
     counted: dict[str, int] = field(default_factory=dict)
     t_absent: bool = False
+    build_refused: str | None = None
 
 
 def _csv(d: Path, text: str, name: str = "m.csv", encoding: str = "utf-8") -> str:
@@ -110,7 +112,7 @@ KINDS = [
     Kind("no_item_id_column", lambda d, m: _csv(d, "id_,category\n1,a\n"), refused="missing required column 'item_id'"),
     Kind("renamed_category", lambda d, m: _csv(d, "item_id,Category,title\n1,a,x\n"), refused="did you mean 'category'"),
     Kind("renamed_title_and_image", lambda d, m: (_with_media(d, m), _csv(d, "item_id,category,Title,img_path\n1,a,x,1.jpg\n2,b,y,2.jpg\n"))[1],
-         t_absent=True),
+         t_absent=True, build_refused="nothing to featurize"),
     Kind("no_labels", lambda d, m: _csv(d, "item_id,category,title\n1,,x\n2,,y\n"), refused="no usable listing"),
     # --- manifests: broken rows
     Kind("duplicate_ids", _manifest("1,a,x,,1.jpg,,\n1,b,y,,2.jpg,,\n2,a,z,,3.jpg,,"), counted={"duplicate_item_id": 1}),
@@ -192,7 +194,7 @@ def cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 def _one_refusal(err: str) -> str:
     """The refusal, checked to be exactly one line (and the only thing on stderr)."""
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = _lines(err)
     assert len(lines) == 1 and lines[0].startswith(("error:", "invalid catalog:")), err
     return lines[0]
 
@@ -244,18 +246,24 @@ def _features_build(kind: Kind, src: str, capsys) -> None:
     assert rc in (0, 2)
     if kind.refused is not None:
         assert rc == 2 and kind.refused in _one_refusal(err), err
+    elif kind.build_refused is not None:  # after the load summary: one line saying why
+        assert rc == 2 and err.count("error:") == 1 and kind.build_refused in _lines(err)[-1], err
     else:
         assert rc == 0, err
         assert "feature store" in out
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k.refused], ids=lambda k: k.name)
+def _lines(s: str) -> list[str]:
+    return [line for line in s.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k.refused or k.build_refused], ids=lambda k: k.name)
 def test_features_build_refuses_before_work(kind, tmp_path, media, capsys):
     _features_build(kind, kind.build(tmp_path, media), capsys)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [k for k in KINDS if not k.refused], ids=lambda k: k.name)
+@pytest.mark.parametrize("kind", [k for k in KINDS if not (k.refused or k.build_refused)], ids=lambda k: k.name)
 def test_features_build_on_loadable_catalogs(kind, tmp_path, media, capsys):
     _features_build(kind, kind.build(tmp_path, media), capsys)
 
