@@ -110,6 +110,7 @@ def info(
     audio_features: str = _AUDIO,
     vocab_size: int = _VOCAB,
     video_fps: float = _FPS,
+    encoding: Optional[str] = ENCODING,
 ) -> None:
     """Counts, missing/failed listings by reason, dims and config of the store for these options."""
     import json
@@ -121,7 +122,7 @@ def info(
     from bench.features.store import FeatureStore, store_dir
 
     cfg = _config(tokenizer, image_backbone, image_weights, audio_features, vocab_size, video_fps)
-    cat = load_catalog(source, progress=False)
+    cat = load_catalog(source, progress=False, encoding=encoding)
     path = store_dir(cat, cfg)
     if not (path / "info.json").exists():
         root = m5bench_home() / "features" / str(cat.fingerprint)
