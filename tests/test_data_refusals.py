@@ -290,24 +290,44 @@ def test_pool_workers_ignore_ctrl_c():
     assert signal.getsignal(signal.SIGINT) == before
 
 
+def _spawned_workers(pid: int) -> list[int]:
+    """The spawned multiprocessing workers among ``pid``'s children (Linux /proc)."""
+    try:
+        kids = [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    out = []
+    for k in kids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes():
+                out.append(k)
+        except OSError:
+            pass
+    return out
+
+
 @pytest.mark.slow
-def test_ctrl_c_in_features_build_is_quiet(mini_catalog, tmp_path):
-    """A terminal Ctrl-C (SIGINT to the whole process group) while the workers start and run: one
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc")
+@pytest.mark.parametrize("delay", [0.3, 8.0], ids=["workers-starting", "workers-featurizing"])
+def test_ctrl_c_in_features_build_is_quiet(mini_catalog, tmp_path, delay):
+    """A terminal Ctrl-C (SIGINT to the whole process group) once the feature workers exist: one
     line saying what was kept and how to resume, exit 130, no worker traceback."""
     env = dict(os.environ, M5BENCH_HOME=str(tmp_path / "home"))
-    src = f"m5product:{mini_catalog.root}"
-    for delay in (0.5, 6.0):  # workers still importing torch; workers featurizing shards
-        p = subprocess.Popen([sys.executable, "-m", "bench.cli", "features", "build", src, "--workers", "2"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-m", "bench.cli", "features", "build", f"m5product:{mini_catalog.root}",
+                          "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    try:
         t0 = time.time()
-        while time.time() - t0 < 120:  # wait for the feature workers (spawned after the layout is written)
-            if list((tmp_path / "home" / "features").glob("*/*/layout.json")):
-                break
-            time.sleep(0.1)
+        while len(_spawned_workers(p.pid)) < 2 and time.time() - t0 < 180 and p.poll() is None:
+            time.sleep(0.05)
+        assert len(_spawned_workers(p.pid)) == 2, "the feature workers never started"
         time.sleep(delay)
         os.killpg(p.pid, signal.SIGINT)
         out, err = p.communicate(timeout=180)
-        assert p.returncode == 130, out + err
-        assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err
-        line = " ".join(err.split())
-        assert "interrupted: kept" in line and "run the same command to resume" in line
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, out + err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err
+    line = " ".join(err.split())
+    assert "interrupted: kept" in line and "run the same command to resume" in line, err
