@@ -71,6 +71,8 @@ def build_broken_release(root: Path) -> dict[str, str]:
     # id_info in the SCALE code's format for one more listing, with a malformed pv.
     (root / "id_info_dict.json").write_text(json.dumps({"210": {"title": "x", "pv": "#:#v", "label": "catB"}}))
     problems["210"] = "pv_malformed"
+    # ...and no file in images/: every release listing has an image, so that is a counted problem.
+    problems["210#2"] = "image_missing"
     (root / "product1m_product5m_test_id_label.json").write_text(json.dumps(
         {f"{100 + i}": {"title": "", "label": f"prod{(i + 1) // 2}"} for i in range(1, 9)}))
     return problems
@@ -88,6 +90,10 @@ def test_every_listing_problem_is_counted_and_load_goes_on(broken):
     cat = load_catalog(f"m5product:{root}", progress=False)
     expected = Counter(problems.values())
     assert cat.skips == expected
+    ids: dict[str, list[str]] = {}
+    for key, reason in problems.items():
+        ids.setdefault(reason, []).append(key.split("#")[0])
+    assert {r: sorted(v) for r, v in cat.problem_ids.items()} == {r: sorted(v) for r, v in ids.items()}
     ds = cat.dataset
     rows = {r["item_id"]: r for r in ds}
     assert "209" not in rows  # no label: dropped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,10 @@ import typer
 from bench.console import console, err_console
 
 data_app = typer.Typer(help="Generate, validate and describe listing catalogs.", no_args_is_help=True)
+
+#: ``--encoding``, shared by every command that loads a catalog.
+ENCODING = typer.Option(None, "--encoding", metavar="CODEC",
+                        help="Text encoding of a manifest or of a release's annotation files, e.g. gbk (default: UTF-8).")
 
 
 def _source_for(path_or_source: str) -> str:
@@ -55,39 +60,79 @@ def synth(
 def validate(
     path: str = typer.Argument(..., help="A catalog: a release directory, a manifest file, or a source string "
                                          "(m5product:PATH, manifest:PATH, synthetic[:SIZE])."),
+    list_reason: Optional[str] = typer.Option(None, "--list", metavar="REASON",
+                                              help="Print the ids of the listings with this problem, one per line."),
+    encoding: Optional[str] = ENCODING,
 ) -> None:
     """Check every listing and media file of a catalog.
 
-    Exit 0 with per-reason counts when only listings have problems (they are skipped or lose a modality); exit 2 naming the file and line when a whole file is broken.
+    Exit 0 with per-reason counts when only listings have problems (they are skipped or lose a modality); exit 2 naming the file and line when a whole file is broken, or when no listing is usable (after printing why each was rejected).
     """
     from bench.data.catalog import load_catalog
-    from bench.data.errors import CatalogError
-    from bench.data.report import skips_table
+    from bench.data.errors import CatalogError, EmptyCatalogError
+    from bench.data.report import skips_table, unknown_columns_warning
 
     try:
-        cat = load_catalog(_source_for(path), progress=False)
+        cat = load_catalog(_source_for(path), progress=False, encoding=encoding)
     except CatalogError as exc:
+        if isinstance(exc, EmptyCatalogError):
+            if list_reason is not None:
+                _print_ids(exc.skips, exc.skips.ids, list_reason)
+            elif exc.skips:
+                console.print(skips_table(exc.skips, ids=exc.skips.ids))
         err_console.print(f"[bold red]invalid catalog:[/] {exc}")
         # SystemExit, not typer.Exit: bench.cli.main runs click with standalone_mode=False, which
         # turns typer.Exit into a return value and so would exit 0.
         raise SystemExit(exc.exit_code) from None
+    if list_reason is not None:
+        _print_ids(cat.skips, cat.problem_ids, list_reason)
+        return
     if cat.skips:
-        console.print(skips_table(cat.skips))
+        console.print(skips_table(cat.skips, ids=cat.problem_ids))
+    warning = unknown_columns_warning(cat)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    pres = ", ".join(f"{k} {100 * v:.0f}%" for k, v in cat.modality_presence().items())
+    console.print(f"modality presence: {pres}")
     n_problems = sum(cat.skips.values())
     console.print(f"{len(cat)} listings usable; {n_problems} listing-level problem(s); fingerprint {cat.fingerprint}")
+    if cat.skips:
+        console.print(f"list the affected listings with: bench data validate {path} --list REASON")
+
+
+def _print_ids(skips: Counter, ids: dict[str, list[str]], reason: str) -> None:
+    """Print the listings counted under ``reason`` (stdout, one per line); refuse an unknown reason."""
+    import difflib
+
+    from bench.console import UserError
+    from bench.data.report import KNOWN_REASONS, normalize_reason
+
+    r = normalize_reason(reason)
+    if r not in KNOWN_REASONS and r not in skips:
+        known = sorted(set(KNOWN_REASONS) | set(skips))
+        close = difflib.get_close_matches(r, known, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown problem reason {reason!r}{hint}; known reasons: {', '.join(known)}")
+    for item in ids.get(r, []):
+        console.print(item, markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"{skips.get(r, 0)} listing(s) with {r}")
 
 
 @data_app.command("stats")
 def stats(
     source: str = typer.Argument("synthetic", help="synthetic[:SIZE[:SEED]], m5product:PATH, manifest:PATH, or a path."),
+    encoding: Optional[str] = ENCODING,
 ) -> None:
     """Listings, categories, products, super-categories, modality presence, split sizes and skip counts."""
     from bench.data.catalog import load_catalog
-    from bench.data.report import stats_tables
+    from bench.data.report import stats_tables, unknown_columns_warning
 
-    cat = load_catalog(_source_for(source), progress=False)
+    cat = load_catalog(_source_for(source), progress=False, encoding=encoding)
     for t in stats_tables(cat):
         console.print(t)
+    warning = unknown_columns_warning(cat)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
 
 
 def register(app: typer.Typer) -> None:

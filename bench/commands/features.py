@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from bench.console import UserError, console
+from bench.commands.data import ENCODING
+from bench.console import UserError, console, err_console
 
 features_app = typer.Typer(help="Build and inspect feature stores (token ids, region/frame/audio features).",
                            no_args_is_help=True)
@@ -72,17 +73,27 @@ def build(
     vocab_size: int = _VOCAB,
     video_fps: float = _FPS,
     workers: int = typer.Option(2, "--workers", min=1, help="Worker processes (one torch thread each)."),
+    encoding: Optional[str] = ENCODING,
 ) -> None:
-    """Featurize every listing (reusing a complete store with the same config; resuming a partial one)."""
+    """Featurize every listing (reusing a complete store with the same config; resuming a partial one).
+
+    Ctrl-C stops the workers, keeps every finished shard and says how to resume.
+    """
     from bench.data import load_catalog
     from bench.features.store import build_features, store_dir
 
     cfg = _config(tokenizer, image_backbone, image_weights, audio_features, vocab_size, video_fps)
     _check_backbone(image_backbone)
     _check_tokenizer(tokenizer)
-    cat = load_catalog(source)
-    existed = (store_dir(cat, cfg) / "info.json").exists()
-    store = build_features(cat, cfg, workers=workers, progress=True)
+    cat = load_catalog(source, encoding=encoding)
+    _check_has_content(cat)
+    path = store_dir(cat, cfg)
+    existed = (path / "info.json").exists()
+    try:
+        store = build_features(cat, cfg, workers=workers, progress=True)
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted:[/] {_kept(path)}; run the same command to resume")
+        raise SystemExit(130) from None
     verb = "reused" if existed else "built"
     t = store.info["timings"]
     console.print(f"{verb} feature store {store.path}" + ("" if existed else f" in {t['wall_s_this_run']:.1f} s "
@@ -99,6 +110,7 @@ def info(
     audio_features: str = _AUDIO,
     vocab_size: int = _VOCAB,
     video_fps: float = _FPS,
+    encoding: Optional[str] = ENCODING,
 ) -> None:
     """Counts, missing/failed listings by reason, dims and config of the store for these options."""
     import json
@@ -110,7 +122,7 @@ def info(
     from bench.features.store import FeatureStore, store_dir
 
     cfg = _config(tokenizer, image_backbone, image_weights, audio_features, vocab_size, video_fps)
-    cat = load_catalog(source, progress=False)
+    cat = load_catalog(source, progress=False, encoding=encoding)
     path = store_dir(cat, cfg)
     if not (path / "info.json").exists():
         root = m5bench_home() / "features" / str(cat.fingerprint)
@@ -142,6 +154,29 @@ def info(
                   f"{json.dumps(t['worker_cpu_s_by_modality'])}, shards resumed {t['shards_resumed']}")
     console.print(f"tables truncated: {i['tables_truncated']} ({i['table_entities_dropped']} whole entities dropped)")
     console.print("config: " + json.dumps({k: v for k, v in i["config"].items() if k != "extra"}))
+
+
+def _check_has_content(cat: Any) -> None:
+    """Refuse a catalog whose listings have no title, table or media at all: nothing to featurize."""
+    if not any(cat.modality_presence().values()):
+        from bench.data.report import unknown_columns_warning
+
+        warning = unknown_columns_warning(cat)
+        raise UserError(f"{cat.source}: nothing to featurize: no listing has a title, table, image, video or audio"
+                        + (f"; {warning}" if warning else ""))
+
+
+def _kept(path: Path) -> str:
+    """What an interrupted build left in ``path``: its finished shards, which a rerun reuses."""
+    import json
+
+    try:
+        layout = json.loads((path / "layout.json").read_text())
+    except (OSError, ValueError):
+        return "no shard was finished"
+    total = -(-int(layout["rows"]) // int(layout["shard_size"]))
+    done = sum(1 for p in (path / "shards").glob("[0-9]" * 5) if p.is_dir()) if (path / "shards").is_dir() else 0
+    return f"kept {done} of {total} finished shards in {path}"
 
 
 def _counts_table(store: Any) -> Any:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Catalog", "CatalogError", "load_catalog", "SPLIT_NAMES"]
+__all__ = ["Catalog", "CatalogError", "EmptyCatalogError", "load_catalog", "SPLIT_NAMES"]
 
 if TYPE_CHECKING:
     from bench.data.catalog import SPLIT_NAMES, Catalog, load_catalog
-    from bench.data.errors import CatalogError
+    from bench.data.errors import CatalogError, EmptyCatalogError
 
 
 def __getattr__(name: str) -> Any:
@@ -20,8 +20,8 @@ def __getattr__(name: str) -> Any:
         from bench.data import catalog
 
         return getattr(catalog, name)
-    if name == "CatalogError":
-        from bench.data.errors import CatalogError
+    if name in ("CatalogError", "EmptyCatalogError"):
+        from bench.data import errors
 
-        return CatalogError
+        return getattr(errors, name)
     raise AttributeError(name)

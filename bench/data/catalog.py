@@ -23,11 +23,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
-from bench.data.errors import CatalogError
+from bench.data.errors import CatalogError, EmptyCatalogError
+from bench.data.loaders import Problems
 from bench.data.schema import COLUMNS, EVAL, FEATURES, MEDIA_COLUMNS, PRETRAIN
 
 SPLIT_NAMES = ("pretrain_subset", "pretrain_full", "cls_train", "cls_test", "coarse_query", "fine_query", "gallery")
@@ -41,7 +42,8 @@ class Catalog:
 
     ``dataset`` has exactly :data:`bench.data.schema.FEATURES` columns with absolute media paths;
     ``fingerprint`` is a content hash (rows and media bytes) that keys everything downstream;
-    ``skips`` counts listing-level problems by reason.
+    ``skips`` counts listing-level problems by reason and ``problem_ids`` names the affected listings
+    per reason (item ids; ``line N`` / ``record N`` for a row without one).
     """
 
     dataset: Any  # datasets.Dataset
@@ -50,6 +52,7 @@ class Catalog:
     root: Path
     info: dict[str, Any]
     skips: Counter = field(default_factory=Counter)
+    problem_ids: dict[str, list[str]] = field(default_factory=dict)
     category_names: list[str] = field(default_factory=list)
     product_names: list[str] = field(default_factory=list)
 
@@ -115,6 +118,24 @@ class Catalog:
             "A": sum(x is not None for x in d["audio"]) / n,
         }
 
+    def check_modalities(self, modalities: Iterable[Any]) -> None:
+        """Refuse (:class:`CatalogError`, one line) when a requested modality has no listing at all.
+
+        ``modalities``: :class:`bench.modalities.Modality` members (or their codes). The message names
+        each empty modality, the likely fix where the loader saw unrecognised columns (``column
+        'Title' is not recognised; did you mean 'title'?``) and otherwise the problem counts that
+        emptied it (every listed image file missing, say). ``bench run`` calls this before any work.
+        """
+        from bench.data.report import empty_modality_reason
+        from bench.modalities import Modality
+
+        mods = [Modality(m) for m in modalities]
+        pres = self.modality_presence()
+        empty = [m for m in mods if pres[m.value] == 0]
+        if empty:
+            why = "; ".join(empty_modality_reason(self, m) for m in empty)
+            raise CatalogError(f"{self.source}: {why}")
+
 
 # --------------------------------------------------------------------------- sources
 
@@ -161,21 +182,24 @@ def ensure_synthetic(size: str, seed: int = 0, *, progress: bool = True) -> Path
 
 
 def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, source: str, root: Path,
-                     skips: Counter, split_seed: int, progress: bool) -> Catalog:
+                     skips: Problems, split_seed: int, progress: bool, eval_fraction: float | None = None) -> Catalog:
     import datasets
 
     from bench.data.media import ValidationCache
-    from bench.data.splits import assign_splits
+    from bench.data.splits import DEFAULT_EVAL_FRACTION, assign_splits
 
     # Listings without a label cannot be evaluated or trained on: drop them, counted.
     kept = []
     for r in recs:
         if r["category"] is None:
-            skips["label_missing"] += 1
+            skips.add("label_not_utf8" if "label_not_utf8" in r["problems"] else "label_missing", r["item_id"])
         else:
             kept.append(r)
+    if not kept:
+        raise _empty_catalog(source, recs, src_info, skips)
     for r in kept:
-        skips.update(r["problems"])
+        for reason in sorted(r["problems"]):
+            skips.add(reason, r["item_id"])
 
     items = [(r[k], k) for r in kept for k in MEDIA_COLUMNS if r[k] is not None]
     cache = ValidationCache()
@@ -190,13 +214,14 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
                 continue
             chk = checks[p]
             if not chk.ok:
-                skips[chk.reason] += 1
+                skips.add(chk.reason, r["item_id"])
                 r[k] = None
 
     item_ids = [r["item_id"] for r in kept]
     product_ids = [r["product_id"] or r["item_id"] for r in kept]
     categories = [r["category"] for r in kept]
-    eval_fraction = src_info.get("eval_fraction")
+    if eval_fraction is None:
+        eval_fraction = src_info.get("eval_fraction")
     split_kwargs = {} if eval_fraction is None else {"eval_fraction": eval_fraction}
     lists = src_info.get("split_lists") or {}
     cols = assign_splits(item_ids, product_ids, categories, seed=split_seed, lists=lists, **split_kwargs)
@@ -255,7 +280,7 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
             else "hash(product_id)+seed",
             "seed": split_seed,
             "roles_from_lists": sorted(lists),
-            "eval_fraction": eval_fraction if eval_fraction is not None else __import__("bench.data.splits", fromlist=["x"]).DEFAULT_EVAL_FRACTION,
+            "eval_fraction": eval_fraction if eval_fraction is not None else DEFAULT_EVAL_FRACTION,
         },
         "counts": {
             "listings": len(kept),
@@ -264,6 +289,8 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
             "dropped": len(recs) - len(kept),
         },
         "skips": dict(skips),
+        "unknown_columns": list(src_info.get("unknown_columns") or []),
+        "column_hints": dict(src_info.get("column_hints") or {}),
         "fingerprint_version": FINGERPRINT_VERSION,
     }
     what = (f"synthetic {gi.get('size')} catalog (seed {gi.get('seed')}, generator v{gi.get('generator_version')})"
@@ -277,22 +304,54 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
         if "groups" in gi:
             info["groups"] = gi["groups"]
     return Catalog(dataset=ds, fingerprint=h.hexdigest()[:32], source=source, root=root, info=info, skips=skips,
-                   category_names=category_names, product_names=product_names)
+                   problem_ids=skips.ids, category_names=category_names, product_names=product_names)
 
 
-def load_catalog(source: str | None = None, *, progress: bool = True, split_seed: int | None = None) -> Catalog:
+def validate_hint(source: str, reason: str) -> str:
+    """The command that lists the listings a reason affected, for a message about ``source``."""
+    kind, arg = parse_source(source)
+    return f"bench data validate {arg if kind != 'synthetic' else source} --list {reason}"
+
+
+def _empty_catalog(source: str, recs: list[dict[str, Any]], src_info: dict[str, Any], skips: Problems) -> EmptyCatalogError:
+    """The one-line refusal of a source with no usable listing: what was read, why it was rejected."""
+    read = len(recs) + skips.get("item_id_missing", 0) + skips.get("duplicate_item_id", 0)
+    files = ", ".join(Path(f).name for f in (src_info.get("files") or {}).values()) or "the source"
+    if read == 0:
+        return EmptyCatalogError(f"{source}: no listings: {files} has no records", skips=skips, read=0)
+    top = skips.most_common(3)
+    reasons = ", ".join(f"{r} {n}" for r, n in top)
+    msg = (f"{source}: no usable listing: {read} read from {files}, all rejected ({reasons}); "
+           f"see `{validate_hint(source, top[0][0])}`")
+    if any(r.endswith("_not_utf8") for r in skips):
+        msg += "; the files may use another encoding: pass --encoding"
+    return EmptyCatalogError(msg, skips=skips, read=read)
+
+
+def load_catalog(source: str | None = None, *, progress: bool = True, split_seed: int | None = None,
+                 eval_fraction: float | None = None, encoding: str | None = None) -> Catalog:
     """Load (and for ``synthetic``, generate on first use) a catalog.
 
     ``source``: ``None``/``"synthetic"`` (default size), ``"synthetic:mini|default|large[:SEED]"``,
-    ``"m5product:PATH"`` or ``"manifest:PATH"``. ``progress`` shows bars and the summary table.
-    ``split_seed`` (default: the synthetic seed, else 0) seeds the hash split where the source has
-    no id lists. Listing-level problems are counted in ``catalog.skips``; a broken whole file raises
-    :class:`~bench.data.errors.CatalogError`.
+    ``"m5product:PATH"`` or ``"manifest:PATH"``. ``progress`` shows bars, the summary table and a
+    warning naming unrecognised columns. ``split_seed`` (default: the synthetic seed, else 0) seeds
+    the hash split where the source has no id lists, and ``eval_fraction`` (in (0, 1); default: the
+    generator's, else :data:`bench.data.splits.DEFAULT_EVAL_FRACTION`) is the fraction of products
+    that split draws into evaluation; both change the split columns and so the fingerprint.
+    ``encoding`` is the text encoding of a manifest (default UTF-8, strictly: a decode error names the
+    file, line and byte offset and suggests ``--encoding``) or of a release's annotation files
+    (default: UTF-8, leniently). Listing-level problems are counted in ``catalog.skips`` (affected ids
+    in ``catalog.problem_ids``); a broken whole file, or a source with no usable listing, raises
+    :class:`~bench.data.errors.CatalogError` (:class:`~bench.data.errors.EmptyCatalogError` for the latter).
     """
-    from bench.data.loaders import read_m5product, read_manifest
+    from bench.data.loaders import check_encoding, read_m5product, read_manifest, release_folder_of
 
     kind, arg = parse_source(source)
-    skips: Counter = Counter()
+    if eval_fraction is not None and not 0.0 < float(eval_fraction) < 1.0:
+        raise CatalogError(f"eval fraction must be between 0 and 1 (exclusive), got {eval_fraction}")
+    if encoding is not None:
+        encoding = check_encoding(encoding)
+    skips = Problems()
     if kind == "synthetic":
         size, _, seed_s = arg.partition(":")
         try:
@@ -300,27 +359,36 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
         except ValueError:
             raise CatalogError(f"synthetic seed must be an integer, got {seed_s!r}") from None
         root = ensure_synthetic(size, seed, progress=progress)
-        recs, src_info = read_m5product(root, skips)
+        recs, src_info = read_m5product(root, skips, encoding)
         name = f"synthetic:{size}" + (f":{seed}" if seed else "")
         sseed = seed if split_seed is None else split_seed
     elif kind == "m5product":
         root = Path(arg).expanduser().resolve()
-        recs, src_info = read_m5product(root, skips)
+        recs, src_info = read_m5product(root, skips, encoding)
         name = f"m5product:{root}"
         sseed = 0 if split_seed is None else split_seed
     else:
         path = Path(arg).expanduser().resolve()
-        recs, src_info = read_manifest(path, skips)
+        folder = release_folder_of(path) if path.is_file() else None
+        if folder is not None:
+            # A release's meta_info.json read as a manifest loses its caption/tabular fields.
+            raise CatalogError(f"{path.name} is a file of an M5Product release, not a manifest; "
+                               f"pass its folder instead: m5product:{folder}", path=path)
+        recs, src_info = read_manifest(path, skips, encoding)
         root = path.parent
         name = f"manifest:{path}"
         sseed = 0 if split_seed is None else split_seed
     gi = src_info.get("generator_info") or {}
     if isinstance(gi.get("split"), dict) and "eval_fraction" in gi["split"]:
         src_info["eval_fraction"] = gi["split"]["eval_fraction"]
-    cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed, progress=progress)
+    cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed, progress=progress,
+                           eval_fraction=None if eval_fraction is None else float(eval_fraction))
     if progress:
         from bench.console import err_console
-        from bench.data.report import load_summary
+        from bench.data.report import load_summary, unknown_columns_warning
 
         err_console.print(load_summary(cat))
+        warning = unknown_columns_warning(cat)
+        if warning:
+            err_console.print(f"[yellow]warning:[/] {warning}")
     return cat

@@ -16,3 +16,14 @@ class CatalogError(UserError):
         super().__init__(where + message)
         self.path = None if path is None else str(path)
         self.line = line
+
+
+class EmptyCatalogError(CatalogError):
+    """The source was read but no listing is usable. ``skips`` (a
+    :class:`~bench.data.loaders.Problems`) says why each listing was rejected, so ``bench data
+    validate`` can still print the table and list the ids."""
+
+    def __init__(self, message: str, *, skips: object, read: int) -> None:
+        super().__init__(message)
+        self.skips = skips
+        self.read = read

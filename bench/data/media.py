@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from bench.data.paths import m5bench_home, pool_context
+from bench.data.paths import m5bench_home, pool_context, sigint_blocked
 
 KINDS = ("image", "video", "audio")
 
@@ -98,6 +98,8 @@ def check_file(path: str, kind: str) -> MediaCheck:
         st = os.stat(path)
     except OSError:
         return MediaCheck(path, False, f"{kind}_missing", -1, None)
+    if not stat.S_ISREG(st.st_mode):  # a folder, or a device/FIFO whose read would never end
+        return MediaCheck(path, False, f"{kind}_missing", -1, None)
     if st.st_size == 0:
         return MediaCheck(path, False, f"{kind}_empty", 0, None)
     try:
@@ -146,11 +148,13 @@ class ValidationCache:
         for path, kind in items:
             try:
                 st = os.stat(path)
-                stats[path] = (st.st_size, st.st_mtime_ns)
             except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode):
                 stats[path] = None
                 out[path] = MediaCheck(path, False, f"{kind}_missing", -1, None)
                 continue
+            stats[path] = (st.st_size, st.st_mtime_ns)
             row = cur.execute(
                 "SELECT ok, reason, sha1 FROM media WHERE path=? AND kind=? AND size=? AND mtime_ns=?",
                 (path, kind, st.st_size, st.st_mtime_ns),
@@ -184,7 +188,12 @@ class ValidationCache:
             for c in track(chunks, "validating media", total=len(chunks), enabled=progress):
                 results.extend(_check_many(c))
             return results
-        with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context()) as ex:
-            for res in track(ex.map(_check_many, chunks), "validating media", total=len(chunks), enabled=progress):
+        # multiprocessing.Pool, not ProcessPoolExecutor: on Ctrl-C its terminate() (the with block's
+        # exit) stops the workers at once. They start with SIGINT blocked (inherited), so the
+        # interrupt reaches only this process and no worker prints a traceback.
+        with sigint_blocked():
+            pool = pool_context().Pool(workers)
+        with pool:
+            for res in track(pool.imap(_check_many, chunks), "validating media", total=len(chunks), enabled=progress):
                 results.extend(res)
         return results

@@ -13,22 +13,88 @@ if TYPE_CHECKING:
 SKIP_HELP = {
     "duplicate_item_id": "later listings with an item_id seen before (first kept)",
     "label_missing": "listings without a category label (dropped)",
+    "label_not_utf8": "labels that are not valid UTF-8 (dropped; another encoding? pass --encoding)",
     "item_id_missing": "rows without an item_id (dropped)",
+    "title_empty": "titles that are there but blank (title treated as missing)",
     "title_not_utf8": "titles that are not valid UTF-8 (title treated as missing)",
     "pv_malformed": "tables (pv strings) that do not parse (table treated as missing)",
 }
+_MEDIA_HELP = {"missing": "listed file absent (or not a file)", "empty": "file of 0 bytes",
+               "corrupt": "file does not decode", "no_frames": "file has no decodable frame"}
+#: Every listing-level problem reason a load can count (``bench data validate --list`` accepts these).
+KNOWN_REASONS: tuple[str, ...] = tuple(SKIP_HELP) + tuple(
+    f"{kind}_{what}" for kind in ("image", "video", "audio") for what in _MEDIA_HELP)
+#: Which column feeds each modality (what a 0 % presence message points at).
+MODALITY_COLUMNS = {"I": ("image",), "T": ("title", "caption"), "Tab": ("table", "tabular", "pv"),
+                    "V": ("video",), "A": ("audio",)}
 
 
-def skips_table(skips: Counter, title: str = "listing-level problems") -> Table:
+def _effect(reason: str) -> str:
+    kind, _, what = reason.partition("_")
+    if reason in SKIP_HELP:
+        return SKIP_HELP[reason]
+    if kind in ("image", "video", "audio"):
+        return f"{_MEDIA_HELP.get(what, what)} ({kind} treated as missing)"
+    return ""
+
+
+def skips_table(skips: Counter, title: str = "listing-level problems",
+                ids: dict[str, list[str]] | None = None) -> Table:
+    """Count and effect per problem reason, with the first affected listings when ``ids`` is given."""
     t = Table(title=title)
     t.add_column("reason")
     t.add_column("count", justify="right")
     t.add_column("effect")
+    if ids is not None:
+        t.add_column("listings (first 3)")
     for reason, n in sorted(skips.items()):
-        kind = reason.split("_")[0]
-        effect = SKIP_HELP.get(reason) or (f"{kind} treated as missing" if kind in ("image", "video", "audio") else "")
-        t.add_row(reason, str(n), effect)
+        row = [reason, str(n), _effect(reason)]
+        if ids is not None:
+            some = (ids.get(reason) or [])[:3]
+            row.append(", ".join(some) + (", ..." if n > len(some) else ""))
+        t.add_row(*row)
     return t
+
+
+def normalize_reason(reason: str) -> str:
+    """``image missing`` / ``Image-Missing`` -> ``image_missing``."""
+    import re
+
+    return re.sub(r"[\s\-]+", "_", reason.strip().lower())
+
+
+def unknown_columns_warning(cat: "Catalog") -> str | None:
+    """One line naming the columns/keys the loader did not recognise (and ignored), or None."""
+    unknown = cat.info.get("unknown_columns") or []
+    if not unknown:
+        return None
+    hints = cat.info.get("column_hints") or {}
+    parts = [f"{c!r}" + (f" (did you mean {hints[c]!r}?)" if hints.get(c) else "") for c in unknown]
+    return f"{len(unknown)} unrecognised column(s) ignored: {', '.join(parts)}"
+
+
+def empty_modality_reason(cat: "Catalog", modality: "object") -> str:
+    """Why ``modality`` has no listing in ``cat``: the likely column fix, or the problems that emptied it."""
+    code = getattr(modality, "value", str(modality))
+    name = getattr(modality, "long_name", code)
+    head = f"no listing has {name} ({code}: 0 % of {len(cat)} listings)"
+    hints = cat.info.get("column_hints") or {}
+    cols = MODALITY_COLUMNS.get(code, ())
+    fixes = [f"column {c!r} is not recognised; did you mean {h!r}?" for c, h in hints.items() if h in cols]
+    if fixes:
+        return f"{head}: {' '.join(fixes)}"
+    reasons = {r: n for r, n in cat.skips.items()
+               if r.startswith(f"{name}_") or (code == "Tab" and r == "pv_malformed")}
+    if reasons:
+        from bench.data.catalog import validate_hint
+
+        top = max(reasons, key=reasons.get)
+        listed = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
+        return f"{head}: every listed one was rejected ({listed}); see `{validate_hint(cat.source, top)}`"
+    # Unrecognised columns with no likely meaning elsewhere may be this one under another name.
+    unknown = [c for c in cat.info.get("unknown_columns") or [] if not hints.get(c)]
+    extra = f"; unrecognised columns: {', '.join(map(repr, unknown))}" if unknown else ""
+    return f"{head}: the source has no {cols[0] if cols else name} values{extra}"
 
 
 def load_summary(cat: "Catalog") -> Table:
@@ -84,5 +150,5 @@ def stats_tables(cat: "Catalog") -> list[Table]:
     for name in SPLIT_NAMES:
         s.add_row(name, str(len(cat.split_indices(name))))
     out = [t, m, s]
-    out.append(skips_table(cat.skips) if cat.skips else Table(title="listing-level problems: none"))
+    out.append(skips_table(cat.skips, ids=cat.problem_ids) if cat.skips else Table(title="listing-level problems: none"))
     return out

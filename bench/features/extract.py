@@ -346,6 +346,12 @@ def load_native_libraries() -> None:
 
 def init_worker(setup: Setup) -> None:
     global _FEATURIZER
+    import signal
+
+    # The parent handles Ctrl-C (it stops the pool and keeps the finished shards); a worker that
+    # also raised KeyboardInterrupt would only print a traceback. Normally the worker already
+    # starts with SIGINT ignored (see bench.data.paths.sigint_blocked); this covers a replacement.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from threadpoolctl import threadpool_limits
 

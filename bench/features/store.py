@@ -315,7 +315,9 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
     t_start = time.perf_counter()
     n = len(ds)
     if n == 0:
-        raise ValueError("the catalog has no listings")
+        from bench.console import UserError
+
+        raise UserError(f"catalog {getattr(catalog, 'source', fp)} has no listings: nothing to featurize")
 
     # Tokenizer (trained once per catalog) and the dims every shard is written with.
     from bench.features.text import get_tokenizer, special_ids
@@ -496,15 +498,21 @@ def _run_jobs(setup: Setup, pending: list[int], make_job: Any, workers: int, pro
 
         from bench.features.extract import init_worker, run_job
 
+        from bench.data.paths import sigint_blocked, stop_pool
+
         # spawn, not fork: forking a parent that already started torch/OpenMP threads can deadlock.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
-                                 initargs=(setup,)) as ex:
-            todo = iter(pending)
-            inflight = set()
+        # The workers start with SIGINT blocked, so a Ctrl-C reaches only this process, which stops
+        # them (finished shards are kept) instead of every worker printing a traceback.
+        todo = iter(pending)
+        inflight = set()
+        with sigint_blocked():
+            ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+                                     initargs=(setup,))
             for s in todo:  # keep at most 2 jobs per worker queued: job payloads stay small in memory
                 inflight.add(ex.submit(run_job, make_job(s)))
                 if len(inflight) >= 2 * workers:
                     break
+        try:
             while inflight:
                 done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -514,3 +522,7 @@ def _run_jobs(setup: Setup, pending: list[int], make_job: Any, workers: int, pro
                     nxt = next(todo, None)
                     if nxt is not None:
                         inflight.add(ex.submit(run_job, make_job(nxt)))
+        except BaseException:
+            stop_pool(ex)
+            raise
+        ex.shutdown()
