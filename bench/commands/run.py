@@ -39,7 +39,7 @@ _PRESET = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) o
 _SEED = typer.Option(0, "--seed", help="seeds everything (model init, batch order, training, evaluation); same as --set seed=N")
 _SETS = typer.Option([], "--set", help="setting key=value (repeatable): model.*, train.*, features.*, pipeline.* "
                                        "or a flat name that is unambiguous, e.g. harmonize=uniform, train.lr=3e-4")
-_ENCODING = typer.Option(None, "--encoding", help="text encoding of a manifest catalog (default UTF-8), e.g. gbk")
+from bench.commands.data import ENCODING as _ENCODING  # noqa: E402 - one declaration of the shared option
 
 
 def run(
