@@ -5,10 +5,15 @@ Rules the output keeps (each has a test):
 * every number comes from a result file; the paper's numbers sit in their own ``(paper)`` columns;
 * fixed decimals (percent, two places), ``mean ± std`` (sample std) when several seeds exist;
 * a cell missing from any seed, or never run, prints ``—``: nothing is averaged over a partial set;
-* the best measured value of a column is bold (ties at the printed precision all bold);
+* every retrieval column names its scoring rule (``(cos)`` / ``(raw)``); a cell whose result is
+  degenerate under that rule (``result["hubness"]``, any seed) is marked ``†``;
+* a value is bold only as a win the data support: the 95 % paired-bootstrap interval
+  (:mod:`bench.eval.bootstrap`, over the per-query values saved beside results) of its difference
+  with the runner-up (or, in a section with a focus row, focus vs best other row) excludes 0;
+  without per-query values, nothing is bold. Ablation sections add ``Δ vs default`` intervals;
 * a coverage line per table section, and a line naming the data the numbers ran on; results from
   several datasets or presets are refused (pass ``--data`` / ``--preset`` to choose);
-* output is a pure function of the result files (sorted inputs, no timestamps), so regenerating is
+* output is a pure function of the result files (sorted inputs, no timestamps, bootstrap seeded), so regenerating is
   byte-identical, and it is written between ``<!-- m5bench:begin NAME -->`` / ``end`` markers so
   the prose around it survives.
 """
@@ -19,13 +24,17 @@ import math
 import os
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
+from bench.eval.bootstrap import Interval, paired_bootstrap, seed_mean
 from bench.results import iter_results
-from bench.tables import (CellSpec, Row, Section, TableSpec, load_paper, paper_value, resolved_setting,
-                          same_source)
+from bench.tables import (FINETUNE, PRETRAIN, CellSpec, Column, Metric, Row, Section, TableSpec, load_paper,
+                          paper_value, resolved_setting, same_source)
 
 DECIMALS = 2
 MISSING = "—"
@@ -53,6 +62,7 @@ class Collection:
 
     runs: dict[CellSpec, dict[int, tuple[Path, dict[str, Any]]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # "path: why", counted and reported
+    per_query: dict[Path, dict[str, np.ndarray] | None] = field(default_factory=dict, repr=False)  # loaded once
 
     def seeds(self, cell: CellSpec) -> dict[int, tuple[Path, dict[str, Any]]]:
         return self.runs.get(cell, {})
@@ -146,82 +156,287 @@ def _datasets(spec: TableSpec, col: Collection) -> list[tuple[str, str, bool, An
 
 
 def row_runs(row: Row, col: Collection) -> tuple[dict[int, tuple[Path, dict[str, Any]]], str | None]:
-    """The results answering ``row`` (its own cell, else a confirmed default cell) and a warning."""
-    runs = col.seeds(row.cell)
-    if runs or row.default_cell is None or row.setting is None:
+    """The results answering ``row`` (its own cell, else its default cell) and a warning.
+
+    Every result shown must resolve to all of the row's ``settings``; otherwise none is shown and
+    the warning says which setting was recorded (a changed default never silently relabels a row).
+    """
+    runs, source, who = col.seeds(row.cell), row.cell, "its results"
+    if not runs and row.default_cell is not None:
+        runs, source, who = col.seeds(row.default_cell), row.default_cell, "the headline run"
+    wrong = []
+    for key, want in row.settings:
+        got = sorted({str(resolved_setting(res, key) or "unrecorded") for _p, res in runs.values()})
+        if runs and got != [want]:
+            wrong.append((key, "/".join(got), want))
+    if not wrong:
         return runs, None
-    fallback = col.seeds(row.default_cell)
-    key, want = row.setting
-    got = sorted({str(resolved_setting(res, key)) for _p, res in fallback.values()})
-    if fallback and got != [want]:
-        return {}, (f"{row.label}: the headline run ({row.default_cell.describe()}) records {key}="
-                    f"{'/'.join(got)}, not {want}; run this row with `--set {key}={want}`.")
-    return fallback, None
+    sets = " ".join(f"--set {k}={v}" for k, v in row.cell.overrides)
+    return {}, (f"{row.label}: {who} ({source.describe()}) recorded "
+                f"{', '.join(f'{k}={g}' for k, g, _w in wrong)}, not {', '.join(f'{k}={w}' for k, _g, w in wrong)}; "
+                f"run this row with the current code: `bench run ... {sets}`.")
+
+
+# --- per-query values, intervals and marks -----------------------------------------------------
+
+#: The mark of a cell whose scoring is degenerate (hubness), and its legend.
+DEGENERATE_MARK = "†"
+HUBNESS_NOTE = (f"`{DEGENERATE_MARK}`: degenerate scoring in at least one seed (hubness): under the cell's rule, the "
+                "10 most frequent top-1 neighbours answer more than 50 % of the coarse queries.")
+REFERENCE = "ref"
+
+
+def per_query_path(result_path: Path) -> Path:
+    """``X.json`` -> ``X.per_query.npz``, where ``bench run`` saves per-query values beside a result."""
+    return result_path.with_suffix(".per_query.npz")
+
+
+def _load_per_query(col: Collection, result_path: Path) -> Mapping[str, np.ndarray] | None:
+    path = per_query_path(result_path)
+    if path not in col.per_query:
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                col.per_query[path] = {k: f[k] for k in f.files}
+        except (OSError, ValueError, zipfile.BadZipFile):  # absent (older results) or unreadable: no interval
+            col.per_query[path] = None
+    return col.per_query[path]
+
+
+@dataclass(frozen=True)
+class QueryValues:
+    """A row's per-query values of one metric, averaged over its seeds, and what pairs them with another row."""
+
+    values: np.ndarray
+    item_id: np.ndarray
+    query_rows: np.ndarray | None
+
+    def pairs_with(self, other: QueryValues) -> bool:
+        """Same evaluation rows (item ids) and same scored queries: the values compare query by query."""
+        if len(self.values) != len(other.values) or not np.array_equal(self.item_id, other.item_id):
+            return False
+        if self.query_rows is None or other.query_rows is None:
+            return self.query_rows is None and other.query_rows is None
+        return np.array_equal(self.query_rows, other.query_rows)
+
+
+def query_values(runs: Mapping[int, tuple[Path, Mapping[str, Any]]], metric: Metric,
+                 col: Collection) -> QueryValues | None:
+    """``metric``'s per-query values over ``runs``' seeds (each query averaged over the seeds), or
+    None when a seed has no per-query file or value, or the seeds were not scored on the same queries."""
+    if metric.per_query is None or not runs:
+        return None
+    group = metric.per_query.split("/", 1)[0]
+    # Classification values run over the cls_test rows, retrieval values over <group>/_query_rows.
+    rows_key = None if metric.per_query.startswith(f"{group}/cls/") else f"{group}/_query_rows"
+    found: list[QueryValues] = []
+    for seed in sorted(runs):
+        f = _load_per_query(col, runs[seed][0])
+        if f is None or metric.per_query not in f or "item_id" not in f or (rows_key and rows_key not in f):
+            return None
+        qv = QueryValues(np.asarray(f[metric.per_query]), f["item_id"], f[rows_key] if rows_key else None)
+        if found and not qv.pairs_with(found[0]):
+            return None
+        found.append(qv)
+    return QueryValues(seed_mean([q.values for q in found]), found[0].item_id, found[0].query_rows)
+
+
+def paired_interval(a: QueryValues | None, b: QueryValues | None) -> Interval | None:
+    """The seeded paired-bootstrap interval of ``a - b``, or None when they do not pair."""
+    if a is None or b is None or not a.pairs_with(b):
+        return None
+    return paired_bootstrap(a.values, b.values)
+
+
+def _points(x: float) -> str:
+    v = round(x * 100, DECIMALS)
+    return f"{v + 0.0:+.{DECIMALS}f}"  # + 0.0 turns -0.0 into 0.0: never print "-0.00"
+
+
+def interval_text(iv: Interval | None) -> str:
+    """``+1.23 [+0.40, +2.05]``: the difference and its interval in percentage points."""
+    return MISSING if iv is None else f"{_points(iv.diff)} [{_points(iv.low)}, {_points(iv.high)}]"
+
+
+def degenerate(runs: Mapping[int, tuple[Path, Mapping[str, Any]]], group: str, rule: str | None) -> bool:
+    """Whether any seed's result flags its ``rule`` scoring of ``group`` features as degenerate."""
+    if rule is None:
+        return False
+    for _p, res in runs.values():
+        block = ((res.get("hubness") or {}).get(group) or {}).get(rule) or {}
+        if isinstance(block, Mapping) and block.get("degenerate") is True:
+            return True
+    return False
+
+
+_PART_NAMES = {PRETRAIN: "pre-trained", FINETUNE: "fine-tuned"}
+
+
+def _part_name(c: Column, pi: int) -> str:
+    """A column part's name in notes: the column's, with the features when it has several parts."""
+    if len(c.parts) == 1:
+        return c.name
+    groups = [m.group for m in c.parts]
+    if len(set(groups)) == len(groups):
+        return f"{c.name}, {_PART_NAMES.get(groups[pi], groups[pi])}"
+    levels = [m.keys[0].split("/", 1)[0] for m in c.parts]
+    return f"{c.name}, {levels[pi]}"
+
+
+# --- one table ---------------------------------------------------------------------------------
+
+@dataclass
+class _RowData:
+    row: Row
+    runs: dict[int, tuple[Path, dict[str, Any]]]
+    stats: list[list[Stat | None]]  # column -> part
+    marks: list[list[bool]]  # column -> part: degenerate under the column's rule
+
+
+class _Section:
+    """A section's numbers: seed statistics, hubness marks and (lazily) per-query values."""
+
+    def __init__(self, sec: Section, col: Collection) -> None:
+        self.sec, self.col = sec, col
+        self.rows: list[_RowData] = []
+        self.warnings: list[str] = []
+        for row in sec.rows:
+            runs, warn = row_runs(row, col)
+            if warn:
+                self.warnings.append(warn)
+            seeds = sorted(runs)
+            self.rows.append(_RowData(
+                row, runs,
+                [[seed_stat([m.read(runs[s][1]) for s in seeds]) for m in c.parts] for c in sec.columns],
+                [[degenerate(runs, m.group, c.rule) for m in c.parts] for c in sec.columns]))
+        self._values: dict[tuple[int, int, int], QueryValues | None] = {}
+
+    def values(self, ri: int, ci: int, pi: int) -> QueryValues | None:
+        key = (ri, ci, pi)
+        if key not in self._values:
+            self._values[key] = query_values(self.rows[ri].runs, self.sec.columns[ci].parts[pi], self.col)
+        return self._values[key]
+
+    def interval(self, ri: int, rj: int, ci: int, pi: int) -> Interval | None:
+        """Row ``ri`` minus row ``rj`` on one column part."""
+        if self.rows[ri].stats[ci][pi] is None or self.rows[rj].stats[ci][pi] is None:
+            return None
+        return paired_interval(self.values(ri, ci, pi), self.values(rj, ci, pi))
+
+    def contenders(self, ci: int, pi: int) -> tuple[int, int] | None:
+        """(higher, lower) rows whose difference decides a win: the focus row and the best other
+        row when the section has a focus, else the best row and the runner-up (ties: table order)."""
+        have = [ri for ri, d in enumerate(self.rows) if d.stats[ci][pi] is not None]
+        if len(have) < 2:
+            return None
+        def mean(ri: int) -> float:
+            return self.rows[ri].stats[ci][pi].mean  # type: ignore[union-attr]
+        focus = next((ri for ri in have if self.rows[ri].row.label == self.sec.focus), None)
+        if focus is None:
+            ranked = sorted(have, key=lambda ri: -mean(ri))
+            return ranked[0], ranked[1]
+        other = max((ri for ri in have if ri != focus), key=mean)
+        return (focus, other) if mean(focus) >= mean(other) else (other, focus)
+
+    def winner(self, ci: int, pi: int) -> int | None:
+        """The row bold in a column part: the higher contender, if its interval excludes 0."""
+        pair = self.contenders(ci, pi)
+        if pair is None:
+            return None
+        iv = self.interval(pair[0], pair[1], ci, pi)
+        return pair[0] if iv is not None and iv.low > 0 else None
+
+
+def _focus_lines(s: _Section) -> list[str]:
+    """Under a section with a focus row: its difference with the best other row per column part."""
+    sec = s.sec
+    fi = next((ri for ri, d in enumerate(s.rows) if d.row.label == sec.focus), None)
+    out = [f"{sec.focus} against the best other row per column (difference of means in points, 95 % paired-bootstrap "
+           "interval over queries):"]
+    for ci, c in enumerate(sec.columns):
+        for pi, m in enumerate(c.parts):
+            if m.per_query is None:
+                continue
+            have = [ri for ri, d in enumerate(s.rows) if d.stats[ci][pi] is not None and ri != fi]
+            best = max(have, key=lambda ri: s.rows[ri].stats[ci][pi].mean) if have else None
+            iv = s.interval(fi, best, ci, pi) if fi is not None and best is not None else None
+            if iv is None:
+                out.append(f"- {_part_name(c, pi)}: no interval (a result or its per-query values are missing)")
+            else:
+                out.append(f"- {_part_name(c, pi)}: {sec.focus} - {_md_escape(s.rows[best].row.label)} = "
+                           f"{interval_text(iv)} ({iv.n} queries)")
+    return out
+
+
+def _delta_header(sec: Section, name: str, pi: int) -> str:
+    return f"Δ {_part_name(sec.column(name), pi)} (95 % CI)"
 
 
 def _render_section(spec: TableSpec, sec: Section, col: Collection, paper: Mapping[str, Any] | None,
                     with_paper: bool) -> list[str]:
-    stats: list[list[list[Stat | None]]] = []  # row -> column -> part
-    seeds_per_row: list[list[int]] = []
-    warnings: list[str] = []
-    for row in sec.rows:
-        runs, warn = row_runs(row, col)
-        if warn:
-            warnings.append(warn)
-        seeds = sorted(runs)
-        seeds_per_row.append(seeds)
-        stats.append([[seed_stat([m.read(runs[s][1]) for s in seeds]) for m in c.parts] for c in sec.columns])
-
-    # Best per column part, at the printed precision; only when two or more rows have a value.
-    best: list[list[str | None]] = []
-    for ci, c in enumerate(sec.columns):
-        per_part = []
-        for pi in range(len(c.parts)):
-            vals = [stats[ri][ci][pi] for ri in range(len(sec.rows)) if stats[ri][ci][pi] is not None]
-            per_part.append(max((v.rounded() for v in vals), key=float) if len(vals) >= 2 else None)
-        best.append(per_part)
+    s = _Section(sec, col)
+    wins = {(ci, pi): s.winner(ci, pi) for ci, c in enumerate(sec.columns) for pi in range(len(c.parts))}
+    ref = sec.reference
+    ref_i = sec.rows.index(ref) if ref is not None else None
+    cidx = {c.name: ci for ci, c in enumerate(sec.columns)}
 
     # A paper column appears only where the source reports at least one number for it.
-    paper_cols = [with_paper and any(paper_value(paper, sec.key, r.paper_row, c.name, len(c.parts)) is not None
-                                     for r in sec.rows) for c in sec.columns]
+    paper_cols = [with_paper and c.paper_key is not None and
+                  any(paper_value(paper, sec.key, r.paper_row, c.paper_key, len(c.parts)) is not None
+                      for r in sec.rows) for c in sec.columns]
     header = [spec.row_header, "seeds"]
-    align = ["---", "---:"]
     for ci, c in enumerate(sec.columns):
         header.append(c.name)
-        align.append("---:")
         if paper_cols[ci]:
-            header.append(f"{c.name} (paper)")
-            align.append("---:")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    for ri, row in enumerate(sec.rows):
-        cells = [_md_escape(row.label), str(len(seeds_per_row[ri])) if seeds_per_row[ri] else MISSING]
+            header.append(f"{c.paper_key} (paper)")
+    header += [_delta_header(sec, name, pi) for name, pi in sec.deltas] if ref_i is not None else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for ri, d in enumerate(s.rows):
+        seeds = sorted(d.runs)
+        cells = [_md_escape(d.row.label), str(len(seeds)) if seeds else MISSING]
         for ci, c in enumerate(sec.columns):
             parts = []
             for pi in range(len(c.parts)):
-                st = stats[ri][ci][pi]
+                st = d.stats[ci][pi]
                 if st is None:
                     parts.append(MISSING)
-                else:
-                    t = st.text()
-                    parts.append(f"**{t}**" if best[ci][pi] is not None and st.rounded() == best[ci][pi] else t)
+                    continue
+                t = f"**{st.text()}**" if wins[(ci, pi)] == ri else st.text()
+                parts.append(t + (DEGENERATE_MARK if d.marks[ci][pi] else ""))
             cells.append(MISSING if all(x == MISSING for x in parts) else " / ".join(parts))
             if paper_cols[ci]:
-                cells.append(_paper_text(paper_value(paper, sec.key, row.paper_row, c.name, len(c.parts))))
+                cells.append(_paper_text(paper_value(paper, sec.key, d.row.paper_row, c.paper_key, len(c.parts))))
+        if ref_i is not None:
+            cells += [REFERENCE if ri == ref_i else interval_text(s.interval(ri, ref_i, cidx[name], pi))
+                      for name, pi in sec.deltas]
         lines.append("| " + " | ".join(cells) + " |")
 
-    covered = sum(1 for s in seeds_per_row if s)
-    all_seeds = sorted({s for ss in seeds_per_row for s in ss})
+    covered = sum(1 for d in s.rows if d.runs)
+    all_seeds = sorted({seed for d in s.rows for seed in d.runs})
     cov = f"Coverage: {covered}/{len(sec.rows)} cells"
     if covered == 0:
         cov += " (no results yet)."
     else:
         cov += f"; seeds {', '.join(map(str, all_seeds))}."
-        uneven = {tuple(s) for s in seeds_per_row if s}
-        if len(uneven) > 1:
+        if len({tuple(sorted(d.runs)) for d in s.rows if d.runs}) > 1:
             cov += " Rows ran on different seeds (see the seeds column)."
-    out = [f"#### {sec.title}", "", sec.cell_note, "", *lines, "", cov]
-    out += [f"Not shown: {w}" for w in warnings]
+    out = [f"#### {sec.title}", "", sec.cell_note, "", *lines, ""]
+    if sec.focus is not None:
+        out += [*_focus_lines(s), ""]
+    out.append(cov)
+    out += [f"Not shown: {w}" for w in s.warnings]
     return out
+
+
+def _legend(spec: TableSpec) -> str:
+    focus = sorted({sec.focus for sec in spec.sections if sec.focus})
+    between = f"{' / '.join(focus)} and the best other row" if focus else "the best row and the runner-up"
+    text = (f"`{MISSING}`: no result (or a seed lacks the metric, or, in a Δ column, per-query values); nothing is "
+            f"averaged over missing cells. Bold: a column's best value, only where the 95 % paired-bootstrap interval "
+            f"(1,000 resamples of queries, seed 0) of the difference between {between} excludes 0; cells without "
+            "per-query values (NMI, Purity, mAP@5, Prec@K, results without a `.per_query.npz` file) are never bold.")
+    if any(c.rule for sec in spec.sections for c in sec.columns):
+        text += " " + HUBNESS_NOTE
+    return text
 
 
 def render_table(spec: TableSpec, col: Collection, *, paper_dir: str | Path | None = None,
@@ -254,8 +469,7 @@ def render_table(spec: TableSpec, col: Collection, *, paper_dir: str | Path | No
         out += ["", f"Paper columns: {paper['source']} ({paper['status']}); dataset: {paper.get('dataset', '?')}. "
                     f"`{NOT_REPORTED}`: not reported. Caveats, kept as published:"]
         out += [f"- {c}" for c in paper.get("caveats", [])]
-    out += ["", f"`{MISSING}`: no result (or a seed lacks the metric); nothing is averaged over missing cells. "
-                "Bold: best measured value per column.", end_marker(spec.name)]
+    out += ["", _legend(spec), end_marker(spec.name)]
     return "\n".join(out) + "\n"
 
 
@@ -335,6 +549,13 @@ def skeleton(names: Iterable[str]) -> str:
         "Columns marked `(paper)` hold the numbers published for M5Product (sources and caveats in "
         "`leaderboards/paper/`); they are never mixed with measured numbers, and a measured run on any "
         "other catalog (such as the built-in synthetic one) is not comparable with them.",
+        "",
+        "Retrieval columns name their scoring rule: `(cos)` ranks by cosine similarity and is the one models "
+        "are compared on; `(raw)` ranks by the raw dot product, as the released M5Product code does. A `†` "
+        "marks a cell whose scoring is degenerate (a few gallery items are most queries' nearest neighbour). "
+        "A value is bold only when a paired bootstrap over queries (95 % interval, from the per-query values "
+        "saved beside each result) says it beats the runner-up; ablation tables give each row's difference "
+        "with the default row the same way.",
         "",
         "Regenerate: `bench sweep --table NAME` (runs the missing cells), then `bench table` and `bench plot`.",
         "",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from bench.modalities import ModalitySet
 
@@ -100,10 +100,15 @@ class CellSpec:
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric read from ``result["metrics"][group]``; ``keys`` are tried in order (aliases)."""
+    """A metric read from ``result["metrics"][group]``; ``keys`` are tried in order (aliases).
+
+    ``per_query``: the key of its per-query values in the ``.per_query.npz`` file beside a result
+    (``"<group>/<name>"``), for paired bootstrap intervals; None when none are saved.
+    """
 
     group: str
     keys: tuple[str, ...]
+    per_query: str | None = None
 
     def read(self, result: Mapping[str, Any]) -> float | None:
         """The value as a float, or None when absent, null or not finite."""
@@ -115,12 +120,27 @@ class Metric:
         return None
 
 
+RULES = ("cos", "raw")
+
+
 @dataclass(frozen=True)
 class Column:
-    """A printed column; several parts print as ``a / b`` (the paper's pretrain / finetune pairs)."""
+    """A printed column; several parts print as ``a / b`` (the paper's pretrain / finetune pairs).
+
+    ``rule``: the retrieval scoring rule the column shows (``"cos"`` or ``"raw"``, see
+    :data:`RULE_NOTE`), None for columns that are not retrieval; it names the ``result["hubness"]``
+    entry whose ``degenerate`` flag marks a cell. ``paper``: the column's key in the paper JSON;
+    ``""`` means the column's own name and None means no paper column beside it.
+    """
 
     name: str
     parts: tuple[Metric, ...]
+    rule: str | None = None
+    paper: str | None = ""
+
+    @property
+    def paper_key(self) -> str | None:
+        return self.name if self.paper == "" else self.paper
 
 
 @dataclass(frozen=True)
@@ -128,16 +148,19 @@ class Row:
     """One printed row.
 
     ``default_cell``: for an ablation variant that is the model's default setting, the headline run
-    (no overrides) answers the row too, provided its resolved config confirms ``setting`` (so a
+    (no overrides) answers the row too, provided its resolved config confirms ``settings`` (so a
     changed default can never silently relabel a row). It is also the cell ``bench sweep`` runs,
     so the headline run is shared with the other tables instead of duplicated.
+
+    ``settings``: (key, normalised value) pairs that define the row; every result shown in the row
+    (its own cell's or the default cell's) must resolve to all of them (see :func:`resolved_setting`).
     """
 
     label: str
     cell: CellSpec
     paper_row: str | None = None  # key in the paper JSON section; None: the paper has no such row
     default_cell: CellSpec | None = None
-    setting: tuple[str, str] | None = None  # (key, normalised value) the default_cell must resolve to
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def sweep_cell(self) -> CellSpec:
@@ -146,11 +169,30 @@ class Row:
 
 @dataclass(frozen=True)
 class Section:
+    """One printed table.
+
+    ``focus``: the label of the row the section is about (``SCALE`` among the baselines): a value
+    is bold only when the focus row and the best other row differ with an interval excluding 0,
+    and a line under the table gives that difference per column. Without a focus, the best row is
+    compared with the runner-up. ``deltas``: (column name, part index) pairs that get a
+    ``Δ vs default`` column: each row minus the section's default row (:attr:`reference`).
+    """
+
     key: str  # key of the section in the paper JSON, and a stable id
     title: str
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     cell_note: str  # what a printed cell means
+    focus: str | None = None
+    deltas: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def reference(self) -> Row | None:
+        """The row the ``deltas`` are measured against: the model's default (the one with a default cell)."""
+        return next((r for r in self.rows if r.default_cell is not None), None)
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
 
 
 @dataclass(frozen=True)
@@ -183,13 +225,36 @@ class TableSpec:
 
 # --- metric vocabulary -------------------------------------------------------------------------
 
-def _ret(level: str, name: str, group: str) -> Metric:
-    return Metric(group, (f"{level}/{name}[m5product]",))
+#: What the rule tags in column headers mean; every section note that has retrieval columns says it.
+RULE_NOTE = ("`(cos)`: ranked by cosine similarity (L2-normalised embeddings), the comparison; `(raw)`: ranked "
+             "by the raw dot product, as the released M5Product code does (the rule of the paper's numbers).")
+
+#: Retrieval metrics whose per-query values ``bench run`` saves beside a result (its PER_QUERY list):
+#: only these columns can get intervals (and bold).
+PER_QUERY_METRICS = ("mAP@1", "mAP@10")
+
+
+def _ret(level: str, name: str, group: str, rule: str = "raw") -> Metric:
+    # The evaluator names the cosine rule by appending "/cos" inside the tag (bench.eval.scoring);
+    # spelled out here so that reading a table does not import the evaluator (and torch).
+    key = f"{level}/{name}[m5product{'/cos' if rule == 'cos' else ''}]"
+    return Metric(group, (key,), f"{group}/{key}" if name in PER_QUERY_METRICS else None)
+
+
+def _rule_columns(name: str, parts: Callable[[str], tuple[Metric, ...]], *, raw_too: bool,
+                  paper: str | None) -> tuple[Column, ...]:
+    """The ``(cos)`` column of a metric, and its ``(raw)`` twin when ``raw_too``.
+
+    The paper's numbers (raw rule) sit beside the raw column when there is one, else beside cos.
+    """
+    cos = Column(f"{name} (cos)", parts("cos"), "cos", None if raw_too else paper)
+    return (cos, Column(f"{name} (raw)", parts("raw"), "raw", paper)) if raw_too else (cos,)
 
 
 # The evaluator (bench/eval/suite.py) names the fine-tuned head's accuracy "[finetuned_head]"; the
 # result contract says "[finetune]". Read either so the table does not depend on that spelling.
-ACC_FT = Metric(FINETUNE, ("cls/accuracy[finetune]", "cls/accuracy[finetuned_head]"))
+ACC_FT = Metric(FINETUNE, ("cls/accuracy[finetune]", "cls/accuracy[finetuned_head]"),
+                f"{FINETUNE}/cls/correct[finetuned_head]")
 NMI = Metric(PRETRAIN, ("cluster/NMI",))
 PURITY = Metric(PRETRAIN, ("cluster/purity",))
 RETRIEVAL_COLS = ("mAP@1", "mAP@5", "mAP@10", "Prec@1", "Prec@5", "Prec@10")
@@ -205,76 +270,143 @@ BASELINES = (("Imagebased", "image", "I"), ("BERT", "bert", "T"), ("VL-BERT", "v
 
 SPLIT_TITLES = {"subset": "subset", "full": "whole dataset"}
 
+_WIDE_NOTE = ("mAP@1 under both scoring rules, the other metrics under cosine; the (paper) columns sit beside the "
+              "raw mAP@1 and beside the cosine columns of the others, where they are another rule (reference only). ")
+
+
+def _wide_columns(parts: Callable[[str, str], tuple[Metric, ...]]) -> tuple[Column, ...]:
+    """Accuracy, then every retrieval metric under cosine, mAP@1 under raw too (sequential, combinations)."""
+    cols: tuple[Column, ...] = (Column("Accuracy", (ACC_FT,)),)
+    for n in RETRIEVAL_COLS:
+        cols += _rule_columns(n, lambda rule, n=n: parts(n, rule), raw_too=n == "mAP@1", paper=n)
+    return cols
+
 
 def _sequential() -> TableSpec:
-    cols = (Column("Accuracy", (ACC_FT,)),) + tuple(
-        Column(n, (_ret("coarse", n, PRETRAIN), _ret("coarse", n, FINETUNE))) for n in RETRIEVAL_COLS)
+    cols = _wide_columns(lambda n, rule: (_ret("coarse", n, PRETRAIN, rule), _ret("coarse", n, FINETUNE, rule)))
     sections = tuple(
         Section(split, f"SCALE, modalities added in sequence: {SPLIT_TITLES[split]}", cols,
                 tuple(Row(label, CellSpec.make("scale", mods, split), label) for label, mods in SEQUENTIAL_ROWS),
                 "Accuracy: fine-tuned classification head. Retrieval cells: coarse-grained, "
-                "pre-trained features / fine-tuned features.")
+                "pre-trained features / fine-tuned features; " + _WIDE_NOTE + RULE_NOTE)
         for split in ("subset", "full"))
     return TableSpec("sequential", "Sequential modality addition (paper table: pretrain / finetune gains)",
                      "Modalities", sections, "sequential.json")
 
 
 def _combinations() -> TableSpec:
-    cols = (Column("Accuracy", (ACC_FT,)),) + tuple(
-        Column(n, (_ret("coarse", n, FINETUNE), _ret("fine", n, FINETUNE))) for n in RETRIEVAL_COLS)
+    cols = _wide_columns(lambda n, rule: (_ret("coarse", n, FINETUNE, rule), _ret("fine", n, FINETUNE, rule)))
     rows = tuple(Row(c, CellSpec.make("scale", c, "subset"), c) for c in COMBINATIONS)
     sec = Section("subset", "SCALE under modality combinations: subset", cols, rows,
                   "Accuracy: fine-tuned classification head. Retrieval cells: coarse-grained / "
-                  "fine-grained, fine-tuned features.")
+                  "fine-grained, fine-tuned features; " + _WIDE_NOTE + RULE_NOTE)
     return TableSpec("combinations", "Modality combinations", "Modalities", (sec,), "combinations.json")
 
 
 def _baselines() -> TableSpec:
-    cols = (Column("mAP@1", (_ret("coarse", "mAP@1", PRETRAIN),)), Column("Accuracy", (ACC_FT,)),
-            Column("NMI", (NMI,)), Column("Purity", (PURITY,)))
+    cols = _rule_columns("mAP@1", lambda rule: (_ret("coarse", "mAP@1", PRETRAIN, rule),), raw_too=True,
+                         paper="mAP@1") + (Column("Accuracy", (ACC_FT,)), Column("NMI", (NMI,)),
+                                           Column("Purity", (PURITY,)))
     sections = tuple(
         Section(split, f"Image + text comparison: {SPLIT_TITLES[split]}", cols,
                 tuple(Row(label, CellSpec.make(model, mods, split), label) for label, model, mods in BASELINES),
-                "mAP@1: coarse-grained retrieval with pre-trained features. Accuracy: fine-tuned head. "
-                "NMI, Purity: k-means on pre-trained features.")
+                "mAP@1: coarse-grained retrieval with pre-trained features; models are compared on mAP@1 (cos), "
+                "and mAP@1 (raw) is the released code's rule, beside the paper's numbers. " + RULE_NOTE +
+                " Accuracy: fine-tuned head. NMI, Purity: k-means on pre-trained features (no per-query "
+                "values: never bold).", focus="SCALE")
         for split in ("subset", "full"))
     return TableSpec("baselines", "Baselines on image and text", "Method", sections, "baselines.json",
                      ("BERT runs on titles only (T) and Imagebased on images only (I), as in the paper.",))
 
 
+#: Columns of the ablation tables (and of the SIMCL table): accuracy, coarse and fine mAP@1 under
+#: both rules (pre-trained / fine-tuned features), NMI; intervals against the default row for
+#: accuracy and the pre-trained coarse mAP@1 under cosine (the comparison rule).
+_ABLATION_COLS = (
+    (Column("Accuracy", (ACC_FT,)),)
+    + _rule_columns("coarse mAP@1", lambda rule: (_ret("coarse", "mAP@1", PRETRAIN, rule),
+                                                  _ret("coarse", "mAP@1", FINETUNE, rule)), raw_too=True,
+                    paper="coarse mAP@1")
+    + _rule_columns("fine mAP@1", lambda rule: (_ret("fine", "mAP@1", PRETRAIN, rule),
+                                                _ret("fine", "mAP@1", FINETUNE, rule)), raw_too=True,
+                    paper="fine mAP@1")
+    + (Column("NMI", (NMI,)),))
+_ABLATION_DELTAS = (("Accuracy", 0), ("coarse mAP@1 (cos)", 0))
+_ABLATION_NOTE = ("Accuracy: fine-tuned head. mAP@1 cells: pre-trained features / fine-tuned features. " + RULE_NOTE +
+                  " NMI: k-means on pre-trained features. Δ columns: the row minus the default row, in points, "
+                  "with the 95 % paired-bootstrap interval over queries (Accuracy; coarse mAP@1 (cos) on "
+                  "pre-trained features); `ref` marks the default row.")
+
+HEADLINE = CellSpec.make("scale", "I,T,Tab,V,A", "subset")
+
+#: (section key, title, setting, variants as (label, value, paper row), the model's default value).
+#: The default variant is answered by the headline run when its recorded config confirms the value.
 ABLATIONS = (
     ("masking", "Masked entity modelling: whole table entities vs tokens", "mem_span",
-     (("MEM (whole entity)", "key_or_value", "MEM"), ("token masking", "token", "token"))),
+     (("MEM (whole entity)", "both", "MEM"), ("MEM (key or value)", "key_or_value", None),
+      ("token masking", "token", "token")), "key_or_value"),
     ("table_encoder", "Title and table encoders: separate vs merged", "share_text_table",
-     (("separate T / Tab encoders", False, "separate"), ("merged T+Tab encoder", True, "merged"))),
+     (("separate T / Tab encoders", False, "separate"), ("merged T+Tab encoder", True, "merged")), False),
     ("harmonisation", "Modality harmonisation", "harmonize",
-     (("learned (self-harmonized)", "learned", "learned"), ("feature similarity", "feature", "feature"),
-      ("uniform", "uniform", "uniform"))),
+     (("learned (self-harmonized, SIMCL logit scaling)", "learned", "learned"),
+      ("loss weights (softmax-weighted losses)", "loss_weights", "loss_weights"),
+      ("feature similarity", "feature", "feature"), ("uniform", "uniform", "uniform")), "learned"),
     ("incomplete", "Pre-training on incomplete listings", "pretrain_incomplete",
-     (("with incomplete listings", True, "with"), ("complete listings only", False, "without"))),
+     (("with incomplete listings", True, "with"), ("complete listings only", False, "without")), True),
 )
 
 
+def _variant_row(label: str, run: Mapping[str, Any], paper: str | None, *, default: bool,
+                 confirm: Mapping[str, Any] | None = None) -> Row:
+    """A SCALE I,T,Tab,V,A subset row run with the overrides ``run``; its results must confirm
+    ``confirm`` (default: ``run``). The headline run may answer a ``default`` row."""
+    return Row(label, CellSpec.make("scale", "I,T,Tab,V,A", "subset", run), paper,
+               default_cell=HEADLINE if default else None,
+               settings=tuple(sorted((k, normalize_override(v)) for k, v in (confirm or run).items())))
+
+
 def _ablations() -> TableSpec:
-    cols = (Column("Accuracy", (ACC_FT,)),
-            Column("coarse mAP@1", (_ret("coarse", "mAP@1", PRETRAIN), _ret("coarse", "mAP@1", FINETUNE))),
-            Column("fine mAP@1", (_ret("fine", "mAP@1", PRETRAIN), _ret("fine", "mAP@1", FINETUNE))),
-            Column("NMI", (NMI,)))
     sections = []
-    headline = CellSpec.make("scale", "I,T,Tab,V,A", "subset")
-    for key, title, setting, variants in ABLATIONS:
-        # The first variant is the model's default: the headline run answers it when its resolved
-        # config confirms the setting (checked at render time, see resolved_setting).
-        rows = tuple(Row(label, CellSpec.make("scale", "I,T,Tab,V,A", "subset", {setting: value}), paper,
-                         default_cell=headline if i == 0 else None,
-                         setting=(setting, normalize_override(value)))
-                     for i, (label, value, paper) in enumerate(variants))
-        sections.append(Section(key, f"Ablation: {title} (SCALE, I,T,Tab,V,A, subset)", cols, rows,
-                                f"Rows set `--set {setting}=...` (the first row, the default, may be the "
-                                "headline run when its recorded config confirms the setting). Accuracy: "
-                                "fine-tuned head. mAP@1 cells: "
-                                "pre-trained features / fine-tuned features. NMI: k-means on pre-trained features."))
+    for key, title, setting, variants, default in ABLATIONS:
+        rows = tuple(_variant_row(label, {setting: value}, paper,
+                                  default=normalize_override(value) == normalize_override(default))
+                     for label, value, paper in variants)
+        sections.append(Section(key, f"Ablation: {title} (SCALE, I,T,Tab,V,A, subset)", _ABLATION_COLS, rows,
+                                f"Rows set `--set {setting}=...`; the default row ({setting}="
+                                f"{normalize_override(default)}) may be the headline run when its recorded config "
+                                "confirms the setting. " + _ABLATION_NOTE, deltas=_ABLATION_DELTAS))
     return TableSpec("ablations", "Ablations", "Variant", tuple(sections), "ablations.json")
+
+
+#: The paper's Table 6: pretext tasks (masked modelling) and the contrastive loss with uniform
+#: (IMCL) or self-harmonized (SIMCL) weights; (label, settings, paper row). Every row states all
+#: three switches, so a result is shown only where its resolved config confirms each of them.
+SIMCL_ROWS = (
+    ("pretext tasks only", {"pretext": True, "contrastive": False, "harmonize": "learned"}, "pretext"),
+    ("IMCL only (contrastive, uniform weights)", {"pretext": False, "contrastive": True, "harmonize": "uniform"},
+     "IMCL"),
+    ("SIMCL only", {"pretext": False, "contrastive": True, "harmonize": "learned"}, "SIMCL"),
+    ("pretext + IMCL", {"pretext": True, "contrastive": True, "harmonize": "uniform"}, "pretext+IMCL"),
+    ("pretext + SIMCL", {"pretext": True, "contrastive": True, "harmonize": "learned"}, "pretext+SIMCL"),
+)
+#: SCALE's defaults for the three switches: the row with exactly these is the headline run.
+SIMCL_DEFAULTS = {"pretext": True, "contrastive": True, "harmonize": "learned"}
+
+
+def _simcl() -> TableSpec:
+    rows = []
+    for label, settings, paper in SIMCL_ROWS:
+        # Run only what differs from the defaults (`--set pretext=false`), so the cell of
+        # "pretext + IMCL" is the harmonisation ablation's "uniform" cell, shared, not run twice.
+        changed = {k: v for k, v in settings.items() if v != SIMCL_DEFAULTS[k]}
+        rows.append(_variant_row(label, changed or settings, paper, default=not changed, confirm=settings))
+    sec = Section("simcl", "SIMCL and pretext tasks (SCALE, I,T,Tab,V,A, subset)", _ABLATION_COLS, tuple(rows),
+                  "Rows set `--set contrastive=false` (pretext tasks only), `--set pretext=false` (contrastive "
+                  "only) and `--set harmonize=uniform` (IMCL: uniform weights instead of SIMCL's self-harmonized "
+                  "ones); a row is shown only where the result's recorded config confirms all three of pretext, "
+                  "contrastive and harmonize, and the default row (pretext + SIMCL) may be the headline run. "
+                  + _ABLATION_NOTE, deltas=_ABLATION_DELTAS)
+    return TableSpec("simcl", "SIMCL and pretext tasks (paper Table 6)", "Variant", (sec,), "simcl.json")
 
 
 def resolved_setting(result: Mapping[str, Any], key: str) -> str | None:
@@ -294,7 +426,8 @@ def resolved_setting(result: Mapping[str, Any], key: str) -> str | None:
     return None
 
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (_sequential(), _combinations(), _baselines(), _ablations())}
+TABLES: dict[str, TableSpec] = {t.name: t for t in (_sequential(), _combinations(), _baselines(), _ablations(),
+                                                        _simcl())}
 
 
 def get_table(name: str) -> TableSpec:

@@ -68,7 +68,8 @@ def test_paper_rows_and_columns_match_the_specs(name):
         rows = doc["sections"][sec.key]["rows"]
         labels = {r.paper_row for r in sec.rows}
         assert set(rows) <= labels, f"paper rows without a spec row in {name}/{sec.key}"
-        cols = {c.name: c for c in sec.columns}
+        cols = {c.paper_key: c for c in sec.columns if c.paper_key is not None}
+        assert len(cols) == len([c for c in sec.columns if c.paper_key is not None])  # one column per paper key
         for row, vals in rows.items():
             assert set(vals) <= set(cols)
             for cname in vals:  # the number of parts matches (pairs vs single values)
@@ -134,10 +135,8 @@ def test_render_values_bold_coverage_and_data_line(tmp_path):
     assert row_t[3] == "77.42"  # the paper column, beside the measured one
     acc_i = fake_metrics("scale", "I,T", "subset", 0)["finetune"]["cls/accuracy[finetune]"]
     row_i = _row_line(sub, "+I")
-    assert row_i[2].strip("*") == f"{acc_i * 100:.2f}"
-    # exactly one of the two accuracies is bold: the larger
-    assert (row_t[2].startswith("**")) == (round(mean * 100, 2) >= round(acc_i * 100, 2))
-    assert row_i[2].startswith("**") != row_t[2].startswith("**") or round(mean * 100, 2) == round(acc_i * 100, 2)
+    assert row_i[2] == f"{acc_i * 100:.2f}"
+    assert "**" not in sub  # no per-query files: no interval, so nothing is bold
     assert _row_line(sub, "+Tab")[2] == MISSING and _row_line(sub, "+Tab")[1] == MISSING
     assert "Coverage: 2/5 cells; seeds 0, 1. Rows ran on different seeds" in sub
     assert "Coverage: 0/5 cells (no results yet)." in md[md.index("whole dataset"):]
@@ -161,8 +160,8 @@ def test_metric_missing_in_one_seed_is_not_averaged(tmp_path):
 def test_paper_not_reported_and_no_paper_option(tmp_path):
     md = render_table(get_table("baselines"), Collection())
     full = md[md.index("whole dataset"):]
-    assert _row_line(full, "CLIP")[3] == "57.73"
-    assert _row_line(full, "UNITER")[3] == "n/r"
+    assert _row_line(full, "CLIP")[4] == "57.73"  # beside mAP@1 (raw), the released code's rule
+    assert _row_line(full, "UNITER")[4] == "n/r"
     bare = render_table(get_table("baselines"), Collection(), with_paper=False)
     assert "(paper)" not in bare and "Paper columns" not in bare
 
@@ -216,20 +215,23 @@ def test_replace_block_keeps_prose_and_detects_broken_markers():
 
 
 def _fixture_results(root: Path) -> None:
-    """A fixed, partial set of results across all four tables (several seeds in places)."""
+    """A fixed, partial set of results across all tables (several seeds in places); per-query files
+    for the subset cells only, so the whole-dataset sections show cells without intervals."""
     for seed in (0, 1, 2):
-        write_result(root, make_result("scale", "I,T,Tab,V,A", seed=seed))
+        write_result(root, make_result("scale", "I,T,Tab,V,A", seed=seed), per_query=True)
     for mods in ("T", "I,T", "I,T,Tab"):
-        write_result(root, make_result("scale", mods, seed=0))
+        write_result(root, make_result("scale", mods, seed=0), per_query=True)
     for label in ("I+Tab", "I+V", "I+T+A"):
-        write_result(root, make_result("scale", label, seed=0))
+        write_result(root, make_result("scale", label, seed=0), per_query=True)
     for model, mods in (("image", "I"), ("bert", "T"), ("clip", "I,T"), ("capture", "I,T")):
         for split in ("subset", "full"):
-            write_result(root, make_result(model, mods, split=split, seed=0))
+            write_result(root, make_result(model, mods, split=split, seed=0), per_query=split == "subset")
     for value in ("learned", "uniform"):
         for seed in (0, 1):
-            write_result(root, make_result("scale", "I,T,Tab,V,A", seed=seed, overrides={"harmonize": value}))
+            write_result(root, make_result("scale", "I,T,Tab,V,A", seed=seed, overrides={"harmonize": value}),
+                         per_query=True)
     write_result(root, make_result("scale", "I,T,Tab,V,A", seed=0, overrides={"share_text_table": True}))
+    write_result(root, make_result("scale", "I,T,Tab,V,A", seed=0, overrides={"pretext": False}), per_query=True)
 
 
 def test_regenerating_is_byte_identical_and_matches_the_golden_page(tmp_path):
@@ -244,7 +246,7 @@ def test_regenerating_is_byte_identical_and_matches_the_golden_page(tmp_path):
     assert not changed2 and text2 == page.read_text()
     golden = GOLDEN / "README.md"
     assert text == golden.read_text(), "rendered tables differ from tests/tables_golden/README.md"
-    assert block_names(text) == ["sequential", "combinations", "baselines", "ablations", "figures"]
+    assert block_names(text) == ["sequential", "combinations", "baselines", "ablations", "simcl", "figures"]
 
 
 def test_prose_around_blocks_survives_regeneration(tmp_path):
@@ -262,27 +264,43 @@ def test_prose_around_blocks_survives_regeneration(tmp_path):
 def test_ablation_default_row_uses_the_headline_run_only_when_its_config_confirms(tmp_path):
     spec = get_table("ablations")
     headline = CellSpec.make("scale", "I,T,Tab,V,A", "subset")
-    assert headline in spec.cells() and len(spec.cells()) == 6  # 9 rows, the 4 defaults share one run
+    assert headline in spec.cells() and len(spec.cells()) == 8  # 12 rows, the 4 defaults share one run
     root = tmp_path / "r"
     write_result(root, make_result("scale", "I,T,Tab,V,A", seed=0))
     md = render_table(spec, collect(root))
     acc = fake_metrics("scale", "I,T,Tab,V,A", "subset", 0)["finetune"]["cls/accuracy[finetune]"]
-    assert _row_line(md, "MEM (whole entity)")[2] == f"{acc * 100:.2f}"
+    assert _row_line(md, "MEM (key or value)")[2] == f"{acc * 100:.2f}"  # the default: the headline run
+    assert _row_line(md, "MEM (whole entity)")[2] == MISSING  # mem_span=both: its own run
     assert _row_line(md, "with incomplete listings")[2] == f"{acc * 100:.2f}"
     assert _row_line(md, "token masking")[2] == MISSING and "Not shown" not in md
     # a headline run whose recorded config says otherwise does not answer the default row
     root2 = tmp_path / "r2"
     write_result(root2, make_result("scale", "I,T,Tab,V,A", seed=0,
-                                    config={"model": {"mem_span": "token", "harmonize": "learned"}, "pipeline": {}}))
+                                    config={"model": {"mem_span": "both", "harmonize": "learned"}, "pipeline": {}}))
     md2 = render_table(spec, collect(root2))
-    assert _row_line(md2, "MEM (whole entity)")[2] == MISSING
-    assert "Not shown: MEM (whole entity): the headline run" in md2 and "--set mem_span=key_or_value" in md2
-    assert _row_line(md2, "learned (self-harmonized)")[2] == f"{acc * 100:.2f}"
+    assert _row_line(md2, "MEM (key or value)")[2] == MISSING
+    assert "Not shown: MEM (key or value): the headline run" in md2
+    assert "recorded mem_span=both, not mem_span=key_or_value" in md2 and "--set mem_span=key_or_value" in md2
+    assert _row_line(md2, "learned (self-harmonized, SIMCL logit scaling)")[2] == f"{acc * 100:.2f}"
     assert "separate T / Tab encoders: the headline run" in md2  # no share_text_table recorded: not confirmed
     # an explicit run of the default setting wins over the headline run
     write_result(root2, make_result("scale", "I,T,Tab,V,A", seed=0, overrides={"mem_span": "key_or_value"}))
     md3 = render_table(spec, collect(root2))
-    assert _row_line(md3, "MEM (whole entity)")[2] != MISSING and "Not shown: MEM" not in md3
+    assert _row_line(md3, "MEM (key or value)")[2] != MISSING and "Not shown: MEM" not in md3
+
+
+def test_ablation_rows_name_the_settings_they_run():
+    spec = get_table("ablations")
+    rows = {r.label: r for s in spec.sections for r in s.rows}
+    assert rows["MEM (whole entity)"].cell.overrides == (("mem_span", "both"),)
+    assert rows["MEM (key or value)"].cell.overrides == (("mem_span", "key_or_value"),)
+    harm = {r.label: r.cell.overrides_dict.get("harmonize") for r in spec.sections[2].rows}
+    assert harm == {"learned (self-harmonized, SIMCL logit scaling)": "learned",
+                    "loss weights (softmax-weighted losses)": "loss_weights",
+                    "feature similarity": "feature", "uniform": "uniform"}
+    assert [s.reference.label for s in spec.sections] == \
+        ["MEM (key or value)", "separate T / Tab encoders", "learned (self-harmonized, SIMCL logit scaling)",
+         "with incomplete listings"]
 
 
 def test_committed_leaderboard_is_what_bench_table_generates():
@@ -323,7 +341,7 @@ def test_cli_table_writes_checks_and_refuses(tmp_path):
 def test_paper_dir_is_in_the_repository():
     assert PAPER_DIR == REPO / "leaderboards" / "paper"
     assert sorted(p.name for p in PAPER_DIR.glob("*.json")) == \
-        ["ablations.json", "baselines.json", "combinations.json", "sequential.json"]
+        ["ablations.json", "baselines.json", "combinations.json", "sequential.json", "simcl.json"]
 
 
 def test_source_spellings_match_what_bench_run_records():
