@@ -5,12 +5,22 @@ cells (model, modalities, split), the seeds a check runs and the seeds ``--updat
 runs those cells through ``bench run`` into a temporary results directory and compares every
 metric with ``leaderboards/regression/recorded.json``.
 
-Tolerance, per cell and metric (recorded beside each value): ``max(k * std, floor)``, where ``std``
-is the sample standard deviation of the metric over ``update_seeds`` and ``k`` and ``floor`` come
-from the tier. The recorded value is the mean over the *check* seeds of the update runs, so a check
-compares like with like (same seeds) and the seed spread only sizes the band. All metrics are
-higher-is-better: a value below ``recorded - tolerance`` is a regression; a metric that disappears
-is a failure too. A value above ``recorded + tolerance`` passes with a hint to re-record.
+Two rules, recorded per metric:
+
+* ``paired_bootstrap`` (every metric with per-query values: retrieval mAP under both scoring rules,
+  probe and fine-tuned accuracy). The update runs' per-query values (mean over the check seeds)
+  are kept beside ``recorded.json``; a check pairs its own per-query values with them query by
+  query and takes the 95 % bootstrap interval of the mean difference (1,000 resamples of the
+  queries, seeded). A regression is a drop whose interval lies below 0 and whose size is at least
+  ``floor``: the band comes from the evaluation queries themselves, so a few points of real change
+  are caught even where seed-to-seed spread is larger.
+* ``seed_spread`` (the rest: NMI, purity, ...): ``max(k * std, floor)``, where ``std`` is the
+  sample standard deviation over ``update_seeds``; a value below ``recorded - tolerance`` is a
+  regression.
+
+The recorded value is the mean over the *check* seeds of the update runs, so a check compares like
+with like (same seeds). All metrics are higher-is-better; a metric that disappears is a failure too;
+a significant rise passes with a hint to re-record.
 """
 
 from __future__ import annotations
@@ -22,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
+from bench.eval.bootstrap import Interval, paired_bootstrap, seed_mean
 from bench.results import write_json_atomic
 from bench.tables import CellSpec
 
@@ -105,6 +118,59 @@ def flat_metrics(result: Mapping[str, Any], tier: Tier) -> dict[str, float]:
     return out
 
 
+def per_query_key(metric: str) -> str:
+    """``pretrain/cls/accuracy[linear_probe]`` -> ``pretrain/cls/correct[linear_probe]``; retrieval
+    metrics keep their name."""
+    return metric.replace("/cls/accuracy[", "/cls/correct[")
+
+
+def load_per_query(result: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """The per-query arrays saved beside a result (``run_tier`` notes where), or None."""
+    path = result.get("_per_query_path")
+    if not path or not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _seed_mean_per_query(results: list[Mapping[str, Any]]) -> dict[str, np.ndarray] | None:
+    """Per-query arrays averaged over ``results`` (the check seeds); None unless all have them on
+    the same rows."""
+    loaded = [load_per_query(r) for r in results]
+    if not loaded or any(x is None for x in loaded):
+        return None
+    first = loaded[0]
+    if any(not np.array_equal(x.get("item_id"), first.get("item_id")) for x in loaded[1:]):
+        return None
+    out = {"item_id": first["item_id"]}
+    for key in first:
+        if key == "item_id" or any(key not in x or x[key].shape != first[key].shape for x in loaded):
+            continue
+        out[key] = first[key] if key.endswith("_query_rows") else seed_mean([x[key] for x in loaded])
+    return out
+
+
+def _interval(now: dict[str, np.ndarray] | None, rec: dict[str, np.ndarray] | None, metric: str) -> Interval | None:
+    """Paired bootstrap of ``now - recorded`` for one metric, when both sides hold it on the same rows."""
+    key = per_query_key(metric)
+    if now is None or rec is None or key not in now or key not in rec:
+        return None
+    if not np.array_equal(now.get("item_id"), rec.get("item_id")) or now[key].shape != rec[key].shape:
+        return None
+    group = key.split("/", 1)[0]
+    rows = f"{group}/_query_rows"
+    if "/cls/" not in key and not np.array_equal(now.get(rows), rec.get(rows)):
+        return None
+    return paired_bootstrap(now[key], rec[key])
+
+
+def _cell_file(cid: str) -> str:
+    """A file name for a tier cell id (which holds ``|``, ``,`` and ``=``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", cid) + ".npz"
+
+
 def _mean(xs: list[float]) -> float:
     return math.fsum(xs) / len(xs)
 
@@ -114,11 +180,14 @@ def _std(xs: list[float]) -> float:
     return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
 
 
-def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str, Any]]]) -> dict[str, Any]:
+def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str, Any]]],
+                   per_query_dir: Path | None = None) -> dict[str, Any]:
     """The recorded.json document from update runs: ``runs[cell][seed] = result``.
 
     Only metrics present in every update seed are recorded (a metric that comes and goes cannot be
-    guarded). Values are rounded to 6 decimals so the file diffs cleanly.
+    guarded). Values are rounded to 6 decimals so the file diffs cleanly. With ``per_query_dir``,
+    the check seeds' per-query values are written there (one ``.npz`` per cell) and the metrics
+    they cover are guarded by the paired bootstrap rule.
     """
     cells: dict[str, Any] = {}
     data_seen: set[tuple[str, str]] = set()
@@ -132,6 +201,7 @@ def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str,
             d = per_seed[s].get("data") or {}
             data_seen.add((str(d.get("fingerprint")), str(d.get("description"))))
         common = sorted(set.intersection(*(set(f) for f in flats.values())))
+        pq = _seed_mean_per_query([per_seed[s] for s in tier.seeds]) if per_query_dir is not None else None
         metrics = {}
         for m in common:
             vals = [flats[s][m] for s in tier.update_seeds]
@@ -142,11 +212,26 @@ def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str,
                 "per_seed": {str(s): round(flats[s][m], 6) for s in tier.update_seeds},
                 "std": round(std, 6),
                 "tolerance": round(tol, 6),
+                "rule": "seed_spread",
                 "derived": f"max({tier.k:g} x std over seeds {','.join(map(str, tier.update_seeds))} "
                            f"= {tier.k * std:.6f}, floor {tier.floor:g})",
             }
-        cells[cell_id(cell)] = {"cell": {"model": cell.model, "modalities": cell.modalities, "split": cell.split,
-                                         "overrides": cell.overrides_dict}, "metrics": metrics}
+            if pq is not None and per_query_key(m) in pq:
+                metrics[m]["rule"] = "paired_bootstrap"
+                metrics[m]["derived"] = (f"regression when the 95 % paired-bootstrap interval of now - recorded over "
+                                         f"the {int(np.isfinite(pq[per_query_key(m)]).sum())} scored queries lies "
+                                         f"below 0 and the drop is at least {tier.floor:g}")
+        cid = cell_id(cell)
+        if pq is not None:
+            per_query_dir.mkdir(parents=True, exist_ok=True)
+            keep = {k: v for k, v in pq.items() if k == "item_id" or k.endswith("_query_rows")
+                    or any(per_query_key(m) == k for m in common)}
+            tmp = per_query_dir / f".{_cell_file(cid)}.tmp.npz"
+            np.savez_compressed(tmp, **keep)
+            tmp.replace(per_query_dir / _cell_file(cid))
+        cells[cid] = {"cell": {"model": cell.model, "modalities": cell.modalities, "split": cell.split,
+                               "overrides": cell.overrides_dict}, "metrics": metrics,
+                      **({"per_query": _cell_file(cid)} if pq is not None else {})}
     if len(data_seen) > 1:
         raise CheckError(f"update runs used several datasets: {sorted(data_seen)}")
     fp, desc = next(iter(data_seen)) if data_seen else (None, None)
@@ -154,8 +239,10 @@ def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str,
         "schema": RECORDED_SCHEMA,
         "tier": {k: tier.raw.get(k) for k in ("data", "preset", "seeds", "update_seeds", "tolerance", "metrics")},
         "data": {"fingerprint": fp, "description": desc},
-        "rule": "regression when now < value - tolerance; tolerance = max(k * sample std over update_seeds, floor); "
-                "value = mean over the check seeds of the update runs",
+        "rule": "paired_bootstrap metrics: regression when the 95 % paired-bootstrap interval of now - recorded "
+                "(per query, 1000 resamples, seed 0) lies below 0 and the drop is at least floor; seed_spread "
+                "metrics: regression when now < value - tolerance, tolerance = max(k * sample std over "
+                "update_seeds, floor); value = mean over the check seeds of the update runs",
         "cells": cells,
     }
 
@@ -168,6 +255,7 @@ class CheckRow:
     now: float | None
     tolerance: float | None
     status: str  # "ok" | "improved" | "REGRESSION" | "missing" | "new"
+    interval: Interval | None = None  # paired bootstrap of now - recorded (paired_bootstrap metrics)
 
     @property
     def delta(self) -> float | None:
@@ -179,11 +267,15 @@ class CheckRow:
 
 
 def compare(recorded: Mapping[str, Any], tier: Tier,
-            runs: Mapping[CellSpec, Mapping[int, Mapping[str, Any]]]) -> list[CheckRow]:
+            runs: Mapping[CellSpec, Mapping[int, Mapping[str, Any]]],
+            per_query_dir: Path | None = None) -> list[CheckRow]:
     """One row per recorded (cell, metric), plus ``new`` rows for metrics not recorded yet.
 
     ``now`` is the mean over the check seeds; a cell or seed without a result makes its metrics
-    ``missing`` (a failure), as does a metric absent from any check seed.
+    ``missing`` (a failure), as does a metric absent from any check seed. Metrics recorded under
+    the ``paired_bootstrap`` rule are judged by the interval of the per-query differences (the
+    recorded per-query values are read from ``per_query_dir``); where either side lacks per-query
+    values they fall back to the seed-spread band.
     """
     if recorded.get("schema") != RECORDED_SCHEMA:
         raise CheckError(f"recorded values have schema {recorded.get('schema')!r}, expected {RECORDED_SCHEMA!r}")
@@ -199,22 +291,36 @@ def compare(recorded: Mapping[str, Any], tier: Tier,
         if flats:
             for m in set.intersection(*(set(f) for f in flats)):
                 now_vals[m] = _mean([f[m] for f in flats])
+        pq_file = (recorded.get("cells", {}).get(cid) or {}).get("per_query")
+        rec_pq = _load_npz(per_query_dir / pq_file) if per_query_dir is not None and pq_file else None
+        now_pq = _seed_mean_per_query([per_seed[s] for s in tier.seeds]) if flats and rec_pq is not None else None
         for m in sorted(k for k in rec if tier.wants(k)):
             r = rec[m]
             v, tol = float(r["value"]), float(r["tolerance"])
             now = now_vals.get(m)
+            iv = _interval(now_pq, rec_pq, m) if r.get("rule") == "paired_bootstrap" else None
             if now is None:
                 st = "missing"
+            elif iv is not None:
+                st = ("REGRESSION" if iv.high < 0 and iv.diff <= -tier.floor
+                      else "improved" if iv.low > 0 and iv.diff >= tier.floor else "ok")
             elif now < v - tol:
                 st = "REGRESSION"
             elif now > v + tol:
                 st = "improved"
             else:
                 st = "ok"
-            rows.append(CheckRow(cid, m, v, now, tol, st))
+            rows.append(CheckRow(cid, m, v, now, tol, st, iv))
         for m in sorted(set(now_vals) - set(rec)):
             rows.append(CheckRow(cid, m, None, now_vals[m], None, "new"))
     return rows
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def load_recorded(path: str | Path) -> dict[str, Any]:
@@ -268,5 +374,6 @@ def run_tier(tier: Tier, seeds: tuple[int, ...], results: Path, *, runner=None, 
     for p in planned:
         hit = have.get((p.cell, p.seed, p.preset))
         if hit is not None:
-            runs.setdefault(p.cell, {})[p.seed] = hit[1]
+            path, res = hit
+            runs.setdefault(p.cell, {})[p.seed] = {**res, "_per_query_path": str(path.with_suffix(".per_query.npz"))}
     return runs, statuses

@@ -182,7 +182,7 @@ def check_cmd(
         if failed:
             raise UserError(f"not recording: {len(failed)} run(s) failed; results kept in {results}")
         try:
-            doc = check.build_recorded(tier, runs)
+            doc = check.build_recorded(tier, runs, per_query_dir=recorded_path.parent / "per_query")
         except check.CheckError as exc:
             raise UserError(str(exc)) from None
         check.save_recorded(recorded_path, doc)
@@ -193,12 +193,12 @@ def check_cmd(
         return
 
     try:
-        rows = check.compare(recorded, tier, runs)
+        rows = check.compare(recorded, tier, runs, per_query_dir=recorded_path.parent / "per_query")
     except check.CheckError as exc:
         raise UserError(str(exc)) from None
     t = Table(title=f"bench check vs {recorded_path}")
-    for c in ("cell", "metric", "recorded", "now", "delta", "tolerance", "ok"):
-        t.add_column(c, justify="right" if c in ("recorded", "now", "delta", "tolerance") else "left",
+    for c in ("cell", "metric", "recorded", "now", "delta", "band", "ok"):
+        t.add_column(c, justify="right" if c in ("recorded", "now", "delta", "band") else "left",
                      overflow="fold")  # CI logs are 80 columns wide: wrap names, never cut them
     fmt = lambda v, sign=False: "—" if v is None else (f"{v * 100:+.2f}" if sign else f"{v * 100:.2f}")  # noqa: E731
     for r in rows:
@@ -206,14 +206,16 @@ def check_cmd(
             continue
         mark = {"ok": "[green]ok[/]", "improved": "[cyan]improved[/]", "new": "[dim]new[/]"}.get(
             r.status, f"[bold red]{r.status}[/]")
-        t.add_row(esc(r.cell), esc(r.metric), fmt(r.recorded), fmt(r.now), fmt(r.delta, True), fmt(r.tolerance), mark)
+        band = (f"[{fmt(r.interval.low, True)}, {fmt(r.interval.high, True)}]" if r.interval is not None
+                else f"±{fmt(r.tolerance)}" if r.tolerance is not None else "—")
+        t.add_row(esc(r.cell), esc(r.metric), fmt(r.recorded), fmt(r.now), fmt(r.delta, True), esc(band), mark)
     console.print(t)
     for note in (check.tier_note(recorded, tier), check.data_note(recorded, runs)):
         if note:
             err_console.print(f"[yellow]note:[/] {esc(note)}")
     bad = [r for r in rows if r.failed]
     if any(r.status == "improved" for r in rows):
-        console.print("some metrics improved beyond tolerance: if intended, re-record with `bench check --update`")
+        console.print("some metrics improved beyond their band: if intended, re-record with `bench check --update`")
     if bad or failed:
         err_console.print(f"[bold red]bench check failed[/]: {len(bad)} metric(s) regressed or missing, "
                           f"{len(failed)} run(s) failed; results kept in {results}")

@@ -362,6 +362,10 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
         recs, src_info = read_m5product(root, skips, encoding)
         name = f"synthetic:{size}" + (f":{seed}" if seed else "")
         sseed = seed if split_seed is None else split_seed
+        if eval_fraction is not None or split_seed is not None:
+            # The generator's id lists are its hash draw at its own fraction and seed; asked for
+            # another split, draw it by the same rule instead of keeping the written lists.
+            src_info["split_lists"] = {}
     elif kind == "m5product":
         root = Path(arg).expanduser().resolve()
         recs, src_info = read_m5product(root, skips, encoding)
