@@ -111,21 +111,23 @@ def test_region_and_frame_masking_rates():
     assert torch.all(out[tgt] == 0) and torch.equal(out[~tgt], feats[~tgt])
 
 
-def test_harmonizer_uniform_and_learned_start_equal():
+def test_harmonizer_uniform_learned_and_loss_weights_start_equal():
     names = ["I", "T", "Tab"]
     pairs = {(0, 1): torch.tensor(2.0), (1, 2): torch.tensor(4.0)}
     masked = {0: torch.tensor(1.0), 2: torch.tensor(3.0)}
     uni = Harmonizer(names, "uniform").combine(pairs, masked)
     lrn = Harmonizer(names, "learned").combine(pairs, masked)
+    lw = Harmonizer(names, "loss_weights").combine(pairs, masked)
     assert uni.item() == pytest.approx(3.0 + 1.0 + 3.0)
-    assert lrn.item() == pytest.approx(uni.item(), rel=1e-5)  # zero S starts at weight 1
+    assert lrn.item() == pytest.approx(uni.item(), rel=1e-5)  # learned: no loss weight (it scales logits)
+    assert lw.item() == pytest.approx(uni.item(), rel=1e-5)  # zero S starts at weight 1
 
 
-def test_learned_weights_do_not_collapse():
+def test_loss_weights_do_not_collapse():
     """Adversarial: one term is tiny and the rest are large; gradient descent on the weighted sum
     pushes S onto the tiny term, but the entropy floor must hold however long it trains."""
     torch.manual_seed(0)
-    h = Harmonizer(["I", "T", "Tab", "V", "A"], "learned")
+    h = Harmonizer(["I", "T", "Tab", "V", "A"], "loss_weights")
     opt = torch.optim.Adam(h.parameters(), lr=0.5)
     losses = {p: torch.tensor(5.0) for p in [(i, j) for i in range(5) for j in range(i + 1, 5)]}
     masked = {i: torch.tensor(5.0 if i else 0.01) for i in range(5)}
