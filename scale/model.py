@@ -3,7 +3,7 @@
 Built only from :mod:`bench.nn`. The model consists of just the requested modalities' parts, so any
 of the 31 non-empty subsets of I, T, Tab, V, A builds a model of those.
 
-Architecture (models.md §10, paper-and-official-code.md §4):
+Architecture:
 
 * **Unimodal encoders** (post-LN BERT stacks, one per modality, own weights by default):
   title and table = BERT embeddings (word + position + segment 0 / 1), image = loc5 region embedding
@@ -52,7 +52,7 @@ Architecture (models.md §10, paper-and-official-code.md §4):
   (``mem_span``) through one tied LM head; MRP (regions, 90 % zeroed), MFP (frames) and MAM (audio),
   MSE to the original features. Losses only over listings where the modality is present.
 
-Missing modalities (models.md §10.4): zero imputation at the input, as the paper: an absent
+Missing modalities: zero imputation at the input, as the paper: an absent
 title/table is ``[CLS][SEP]``, an absent image/video/audio is its all-zero global token. All absent
 rows of a modality have the same input, so the unimodal encoder runs it once per batch and broadcasts
 it (same result, less compute). In the joint transformer, ``attend_missing``: ``"global"`` (default)
