@@ -122,7 +122,7 @@ class ScaleConfig(AdapterConfig):
     # "learned" (paper's SIMCL: S' = S * softmax(S) scales each loss's logits) | "loss_weights" (softmax
     # weights on the losses, an earlier variant) | "feature" (released code) | "uniform" (IMCL ablation)
     harmonize: str = "learned"
-    harmonize_offset: float = 1.0  # learned mode: logit multiplier at S = 0 (0 = the literal reading)
+    harmonize_offset: float = 1.0  # learned mode: logit multiplier at S = 0 (> 0; 1 = the unharmonised loss)
     harmonize_max_scale: float = 7.0  # learned mode: multiplier cap (inverse temperature <= 100 at tau 0.07)
     harmonize_floor: float = 0.5  # loss_weights mode: uniform share mixed into softmax(S) (collapse guard)
     harmonize_entropy: float = 0.01  # loss_weights mode: entropy bonus weight

@@ -294,3 +294,17 @@ def test_region_standardisation_updates_only_in_training_and_keeps_zeros() -> No
     assert abs(float(real.mean())) < 0.1 and abs(float(real.std()) - 1.0) < 0.1
     assert build("vilbert", standardize_features=False).region_std is None
     assert build("bert").region_std is None  # no image, nothing to standardise
+
+
+def test_uniter_runs_wra_by_default() -> None:
+    """UNITER's published pretraining includes word-region alignment (OT): on by default, and every
+    ITM step adds the ``ot`` term to the total."""
+    from baselines.uniter import UniterConfig
+
+    assert UniterConfig().wra_ot is True and UniterConfig.preset("tiny").wra_ot is True
+    model = build("uniter", task_ratio=(1.0, 0.0, 0.0))  # ITM steps only, default WRA setting
+    out = model.pretrain_step(batch("uniter", size=8), gen(1))
+    assert {"itm", "ot"} <= set(out)
+    assert out["loss"].item() == pytest.approx(out["itm"].item() + out["ot"].item(), rel=1e-5)
+    off = build("uniter", task_ratio=(1.0, 0.0, 0.0), wra_ot=False).pretrain_step(batch("uniter", size=8), gen(1))
+    assert "ot" not in off

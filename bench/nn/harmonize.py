@@ -15,13 +15,14 @@ inter-modality contrastive losses and the diagonal ``(i, i)`` to modality i's ma
 
     * *softmax over what*: over the K = M(M+1)/2 entries on and above the diagonal, the terms that
       exist ("the importance of each modality combination"); entries below the diagonal are unused.
-    * *the multiplier*: ``m = clamp(offset + S', 0, max_scale)`` with ``offset = 1`` by default.
-      Read literally (``offset = 0``), ``S = 0`` scales every logit to 0: every loss is a constant
-      at step 0, the encoders get no gradient until ``S`` has grown, and with Adam moving ``S`` by
-      about the learning rate per step (and ``S' ~ S / K``) the tiny preset would end its run with
-      multipliers near 0.03, i.e. untrained encoders. With ``offset = 1`` a zero ``S`` is exactly
-      the unharmonised loss (the ``uniform`` ablation) and ``S'`` learns the deviation from it;
-      ``offset = 0`` remains available as the literal reading.
+    * *the multiplier*: ``m = clamp(offset + S', 0, max_scale)`` with ``offset = 1`` (any value in
+      ``(0, max_scale]`` may be set). Read literally (``offset = 0``), ``S = 0`` scales every logit
+      to 0: every loss is a constant at the start and the encoders get no gradient. Even unbounded,
+      with Adam moving ``S`` by about the learning rate per step (and ``S' ~ S / K``), the tiny
+      preset would end its run with multipliers near 0.03, i.e. nearly untrained encoders; and with
+      the lower bound below, nothing would move at all (the bound passes no gradient at 0). With
+      ``offset = 1`` a zero ``S`` is exactly the unharmonised loss (the ``uniform`` ablation) and
+      ``S'`` learns the deviation from it.
     * *bounds*: a negative multiplier would reward ranking the positive *last*, so ``m >= 0``; a
       contrastive loss can always be lowered by sharpening once positives rank first, so ``m <=
       max_scale`` (7 by default: CLIP's cap of 100 on the inverse temperature at tau = 0.07).
@@ -97,8 +98,8 @@ class Harmonizer(nn.Module):
         mode: ``"learned"`` (paper: logit scaling), ``"loss_weights"``, ``"feature"`` or ``"uniform"``.
         floor: loss_weights mode: uniform share mixed into the softmax (0 < floor <= 1).
         entropy_weight: loss_weights mode: weight of the entropy bonus in :meth:`regularizer`.
-        offset: learned mode: the multiplier at ``S = 0`` (1: start as the unharmonised loss; 0: the
-            literal reading, every logit scaled to 0 at the start).
+        offset: learned mode: the multiplier at ``S = 0`` (1: start as the unharmonised loss; must
+            be > 0, see the module docstring for why the literal 0 cannot train).
         max_scale: learned mode: upper bound of every logit multiplier.
     """
 
@@ -111,9 +112,9 @@ class Harmonizer(nn.Module):
                              "form is 'loss_weights')")
         if not 0.0 < floor <= 1.0:
             raise ValueError(f"floor must be in (0, 1], got {floor}")
-        if max_scale <= 0.0 or offset < 0.0 or offset > max_scale:
-            raise ValueError(f"need 0 <= offset <= max_scale and max_scale > 0, got offset {offset}, "
-                             f"max_scale {max_scale}")
+        if not 0.0 < offset <= max_scale:
+            raise ValueError(f"need 0 < offset <= max_scale, got offset {offset}, max_scale {max_scale} "
+                             "(offset 0 scales every logit to 0 at the start: nothing could learn)")
         self.names = list(names)
         self.mode = mode
         self.floor = float(floor)
@@ -141,7 +142,8 @@ class Harmonizer(nn.Module):
         logits (upper triangle: contrastive pairs, diagonal: masked tasks); None in other modes."""
         if self.mode != "learned":
             return None
-        return (self.offset + self.match_scores()).clamp(0.0, self.max_scale)
+        m = (self.offset + self.match_scores()).clamp(0.0, self.max_scale)
+        return torch.triu(m)  # below the diagonal: no term
 
     # --- loss_weights: learned loss weights ------------------------------------------------------
     def probabilities(self) -> torch.Tensor:
