@@ -3,8 +3,10 @@
 Input: the title as segment A (``[CLS] title [SEP]``); with ``use_table`` (and ``Tab`` requested)
 the table follows as segment B, packed with no padding in between, as BERT's sentence pairs.
 Objective: MLM only (15 %, 80/10/10, tied decoder). NSP is dropped: single product titles have no
-"next sentence" (models.md §2). Embedding: the final ``[CLS]`` state (canonical) and the mean over
-real tokens (``mean``): with MLM alone nothing trains ``[CLS]`` directly, so both are exposed.
+"next sentence". Retrieval vector: the final ``[CLS]`` state, the single-stream convention (the
+token every layer lets attend to the whole input; BERT has no pooler here, NSP being dropped). With
+MLM alone nothing trains ``[CLS]`` directly, so the mean over real tokens is exposed as the ``mean``
+variant (and as ``pooling="mean"``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,15 @@ class BertConfig(BaselineConfig):
 
 
 class Bert(BaselineAdapter):
+    """BERT (module docstring). Retrieval vector: the final ``[CLS]`` state (single-stream
+    convention); ``pooling="mean"`` picks the mean over real tokens instead."""
+
     config_cls = BertConfig
+    retrieval_vector = "final [CLS] hidden state of the title (+ table as segment B)"
+
+    @property
+    def embed_variant(self) -> str:  # type: ignore[override]
+        return self.config.pooling
 
     def __init__(self, config: BertConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
@@ -81,8 +91,8 @@ class Bert(BaselineAdapter):
         ids, mask, seg = self._inputs(batch)
         h = self._encode(ids, mask, seg)
         out = {"cls": h[:, 0], "mean": mean_pool(h, mask)}
-        out["default"] = out[self.config.pooling]
+        out["default"] = out[self.embed_variant]
         return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        return self.embed_variants(batch)["default"]
+        return self.embed_variants(batch)[self.embed_variant]

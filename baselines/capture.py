@@ -1,4 +1,4 @@
-"""CAPTURE baseline (Product1M, ICCV 2021; models.md §9): unimodal -> contrast -> co-attention -> cross.
+"""CAPTURE baseline (Product1M, ICCV 2021): unimodal -> contrast -> co-attention -> cross.
 
 1. Unimodal post-LN stacks: text (BERT embeddings) and image (loc5 region embedding + global mean
    token), run independently.
@@ -18,9 +18,13 @@ with std ``1/sqrt(fan_in)`` after the BERT init (the cross encoder keeps 0.02, n
 SCALE does (see :func:`bench.nn.layers.init_lecun_linears` for the measured collapse it prevents at
 width 128); the ``paper`` preset keeps BERT's 0.02 (``"bert"``).
 
-Embedding (CAPTURE ships no retrieval extractor): the **sum** of the two streams' first tokens after
-``t_fc``/``v_fc`` (the sibling SCALE code's rule), over the modalities a listing has; ``concat``,
-``text`` and ``image`` are variants.
+Retrieval vector (CAPTURE ships no retrieval extractor): the **mean** of the two streams' first
+tokens after ``t_fc`` / ``v_fc`` (CAPTURE's pooled outputs, which its classifier reads), over the
+streams a listing has. Why: the sibling SCALE code combines per-modality first tokens, and SCALE
+here averages them so that a vector's scale does not grow with the number of modalities a listing
+has (under the paper's raw dot product a listing with both streams would otherwise outrank one
+without an image whatever its content); for listings with both streams the mean ranks exactly as
+the released sum. ``sum`` (the earlier default), ``concat``, ``text`` and ``image`` are variants.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from baselines._common import BaselineAdapter, BaselineConfig, zero_like_loss
 from bench.features.batch import Batch, FeatureSpec
 from bench.modalities import Modality, ModalitySet
 from bench.nn.coattention import CoAttentionLayer
-from bench.nn.embeddings import RegionEmbedding, TextEmbedding
+from bench.nn.embeddings import RegionEmbedding, TextEmbedding, masked_mean
 from bench.nn.heads import MLMHead, Pooler, RegressionHead
 from bench.nn.layers import Encoder
 from bench.nn.losses import masked_mse, nt_xent
@@ -55,7 +59,7 @@ class CaptureConfig(BaselineConfig):
     out_dim: int = 128  # t_fc / v_fc width (CAPTURE: 512)
     clr_dim: int = 128  # contrastive projection width (CAPTURE: 512)
     temperature: float = 0.07
-    combine: str = "sum"  # multimodal embedding rule: "sum" or "concat"
+    combine: str = "mean"  # retrieval vector: "mean" / "sum" over present streams, or "concat"
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
@@ -68,13 +72,22 @@ class CaptureConfig(BaselineConfig):
 
 
 class Capture(BaselineAdapter):
+    """CAPTURE (module docstring). Retrieval vector: mean of the text and image pooled first tokens
+    (``t_fc`` / ``v_fc``) over the streams a listing has, so its scale does not depend on how many
+    streams are present (``combine`` picks ``sum`` or ``concat`` instead)."""
+
     config_cls = CaptureConfig
+    retrieval_vector = "mean of the text [CLS] and image global-token outputs of t_fc / v_fc over the present streams"
+
+    @property
+    def embed_variant(self) -> str:  # type: ignore[override]
+        return self.config.combine
 
     def __init__(self, config: CaptureConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
         c = config
-        if c.combine not in ("sum", "concat"):
-            raise ValueError(f"CAPTURE combine must be 'sum' or 'concat', not {c.combine!r}")
+        if c.combine not in ("mean", "sum", "concat"):
+            raise ValueError(f"CAPTURE combine must be 'mean', 'sum' or 'concat', not {c.combine!r}")
         self.text = TextEmbedding(spec.vocab_size, c.d, spec.title_len, dropout=c.dropout, pad_id=spec.pad_id)
         self.region = RegionEmbedding(spec.region_dim, c.d, box_dim=5, dropout=c.dropout)
         self.text_encoder = Encoder(c.text_layers, c.d, c.heads, c.ffn_dim, norm="post", dropout=c.dropout)
@@ -136,12 +149,14 @@ class Capture(BaselineAdapter):
         pt, pv = o["t"][:, 0], o["v"][:, 0]
         wt = batch.present[Modality.T].to(pt.dtype)[:, None]
         wv = batch.present[Modality.I].to(pv.dtype)[:, None]
-        out = {"text": pt, "image": pv, "sum": pt * wt + pv * wv, "concat": torch.cat([pt * wt, pv * wv], -1)}
-        out["default"] = out[self.config.combine]
+        present = torch.stack([batch.present[Modality.T], batch.present[Modality.I]], dim=1)
+        out = {"text": pt, "image": pv, "mean": masked_mean(torch.stack([pt, pv], dim=1), present),
+               "sum": pt * wt + pv * wv, "concat": torch.cat([pt * wt, pv * wv], -1)}
+        out["default"] = out[self.embed_variant]
         return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        return self.embed_variants(batch)["default"]
+        return self.embed_variants(batch)[self.embed_variant]
 
     def classification_features(self, batch: Batch) -> torch.Tensor:
         """CAPTURE's classifier reads ``concat(pooled_t, pooled_v)`` (its released head)."""

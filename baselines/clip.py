@@ -1,4 +1,4 @@
-"""CLIP baseline: two towers, no fusion, symmetric InfoNCE with a learnable temperature (models.md §5).
+"""CLIP baseline: two towers, no fusion, symmetric InfoNCE with a learnable temperature.
 
 Text tower: token + learned position embeddings, pre-LN blocks with a **causal** mask, the state at
 the ``[SEP]`` (end-of-text) token, ``ln_final``, a bias-free linear projection. (CLIP pools the EOT
@@ -12,9 +12,14 @@ prepended, then ``ln_pre``, pre-LN blocks, ``ln_post`` on the class token, a bia
 No layer reads both modalities. Loss: symmetric InfoNCE over pairs where both image and title are
 present; ``logit_scale`` starts at ``log(1/0.07)`` and is clamped to ``log 100``.
 
-Multimodal embedding (recorded in the config, ``combine``): ``sum`` of the L2-normalised tower
-outputs over the modalities a listing has (default), or ``concat``. ``text`` and ``image`` are
-exposed as variants for single-modality retrieval.
+Retrieval vector (``combine``, default ``normalized_sum``): the L2-normalised tower outputs summed
+over the modalities a listing has, then L2-normalised again. Why: CLIP has no joint embedding, and
+its loss only ever compares *directions* (cosine similarities), so the length of a tower output
+carries nothing CLIP learned; the combined vector is a direction too, and its scale does not grow
+with the number of modalities a listing has (the plain sum of unit vectors is up to twice as long
+for a listing with both). Variants: ``sum`` (the sum of the normalised towers, the earlier
+default), ``raw_sum`` (sum of the unnormalised tower outputs), ``concat``, and ``text`` / ``image``
+(normalised towers) for single-modality retrieval.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from bench.nn.embeddings import TextEmbedding
 from bench.nn.layers import Encoder
 
 
+#: retrieval-vector rules (``ClipConfig.combine``), each also an ``embed_variants`` entry
+COMBINE = ("normalized_sum", "sum", "raw_sum", "concat")
+
+
 @dataclass
 class ClipConfig(BaselineConfig):
     text_layers: int = 2
@@ -44,7 +53,8 @@ class ClipConfig(BaselineConfig):
     dropout: float = 0.0  # CLIP trains without dropout
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
-    combine: str = "sum"  # multimodal embedding: "sum" (of normalised towers) or "concat"
+    # retrieval vector: "normalized_sum" | "sum" (of normalised towers) | "raw_sum" | "concat"
+    combine: str = "normalized_sum"
     # CLIP's own init (``_post_init``) already scales with width and depth, so no extra re-draw
     init: str = "bert"
 
@@ -59,13 +69,22 @@ class ClipConfig(BaselineConfig):
 
 
 class Clip(BaselineAdapter):
+    """CLIP (module docstring). Retrieval vector: the L2-normalised sum of the L2-normalised tower
+    outputs over the present modalities, a direction, as CLIP's loss only compares directions."""
+
     config_cls = ClipConfig
+    retrieval_vector = ("L2-normalised sum of the L2-normalised image and text tower outputs over the "
+                        "present modalities")
+
+    @property
+    def embed_variant(self) -> str:  # type: ignore[override]
+        return self.config.combine
 
     def __init__(self, config: ClipConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
         c = config
-        if c.combine not in ("sum", "concat"):
-            raise ValueError(f"CLIP combine must be 'sum' or 'concat', not {c.combine!r}")
+        if c.combine not in COMBINE:
+            raise ValueError(f"CLIP combine must be one of {', '.join(COMBINE)}, not {c.combine!r}")
         # text tower
         self.text = TextEmbedding(spec.vocab_size, c.d, spec.title_len, type_vocab_size=0,
                                   dropout=c.dropout, pad_id=spec.pad_id)
@@ -111,8 +130,9 @@ class Clip(BaselineAdapter):
         nn.init.normal_(self.text_proj.weight, std=c.d ** -0.5)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"logit_scale": float(self.logit_scale().detach()),
-                "combine": f"{self.config.combine} of L2-normalised tower outputs over present modalities"}
+        return {"logit_scale": float(self.logit_scale().detach()), "combine": self.config.combine,
+                "retrieval_vector": self.retrieval_vector if self.config.combine == "normalized_sum"
+                else f"the {self.config.combine!r} variant"}
 
     # --- towers ----------------------------------------------------------------------------------
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -144,14 +164,15 @@ class Clip(BaselineAdapter):
 
     def embed_variants(self, batch: Batch) -> dict[str, torch.Tensor]:
         batch = self.prepare(batch)
-        img, txt = self._towers(batch)
-        img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+        raw_img, raw_txt = self._towers(batch)
+        img, txt = F.normalize(raw_img, dim=-1), F.normalize(raw_txt, dim=-1)
         pi = batch.present[Modality.I].to(img.dtype)[:, None]
         pt = batch.present[Modality.T].to(txt.dtype)[:, None]
-        out = {"image": img, "text": txt, "sum": img * pi + txt * pt,
-               "concat": torch.cat([img * pi, txt * pt], dim=-1)}
-        out["default"] = out[self.config.combine]
+        total = img * pi + txt * pt
+        out = {"image": img, "text": txt, "normalized_sum": F.normalize(total, dim=-1), "sum": total,
+               "raw_sum": raw_img * pi + raw_txt * pt, "concat": torch.cat([img * pi, txt * pt], dim=-1)}
+        out["default"] = out[self.embed_variant]
         return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        return self.embed_variants(batch)["default"]
+        return self.embed_variants(batch)[self.embed_variant]

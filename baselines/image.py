@@ -1,11 +1,12 @@
 """Image-only baseline: a transformer over region features, pretrained by masked region regression.
 
-It is the visual half of the region-based models run alone (models.md §3): ViLBERT/CAPTURE "loc5"
+It is the visual half of the region-based models run alone: ViLBERT/CAPTURE "loc5"
 region embedding ``LN(Linear(feat) + Linear(box))``, a prepended global token (masked mean of the
 region features, box ``[0,0,1,1,1]``), post-LN layers. Objective: 15 % of regions picked, 90 % of
 those zeroed, MSE regression to the original feature (product features have no detector class
-distributions, so the KL variant has no target). Embedding: the output at the global token
-(``mean`` over regions as a variant).
+distributions, so the KL variant has no target). Retrieval vector: the final state of the global
+token (``global``), the first-token convention of the region streams of ViLBERT, CAPTURE and SCALE
+(the token every layer lets attend to all regions); the mean over regions is the ``mean`` variant.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ class ImageOnlyConfig(BaselineConfig):
 
 
 class ImageOnly(BaselineAdapter):
+    """Image-only (module docstring). Retrieval vector: the final global-token state (first-token
+    convention of the region streams)."""
+
     config_cls = ImageOnlyConfig
+    embed_variant = "global"
+    retrieval_vector = "final hidden state of the global (mean-region) token"
 
     def __init__(self, config: ImageOnlyConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
@@ -63,7 +69,9 @@ class ImageOnly(BaselineAdapter):
         h = self._encode(r)
         regions_only = r["mask"].clone()
         regions_only[:, 0] = False
-        return {"default": h[:, 0], "global": h[:, 0], "mean": mean_pool(h[:, 1:], regions_only[:, 1:])}
+        out = {"global": h[:, 0], "mean": mean_pool(h[:, 1:], regions_only[:, 1:])}
+        out["default"] = out[self.embed_variant]
+        return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        return self.embed_variants(batch)["default"]
+        return self.embed_variants(batch)[self.embed_variant]

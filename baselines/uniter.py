@@ -1,4 +1,4 @@
-"""UNITER baseline: one stream, conditional masking, MLM + MRFR + ITM (+ WRA) (Chen et al., 2020; §8).
+"""UNITER baseline: one stream, conditional masking, MLM + MRFR + ITM (+ WRA) (Chen et al., 2020).
 
 Text: BERT embeddings (segment 0). Regions: :class:`bench.nn.vl_embeddings.UniterImageEmbedding`
 (``LN(Linear(feat)) + LN(Linear(box7)) + type(1)``, the type table shared with text, a learned mask
@@ -10,7 +10,7 @@ Objectives, with **conditional masking** (one modality masked at a time, the oth
 * MRFR: 15 % of regions (at least one per listing with an image), zeroed, text intact; the output
   layer is the transpose of the image input projection (tied) plus a bias; MSE to the original;
 * ITM: with p 0.5 the **image** is replaced by another listing's; CE on the pooler;
-* WRA (``wra_ot``, off by default for speed): IPOT optimal transport between word and region
+* WRA (``wra_ot``, on by default, as published): IPOT optimal transport between word and region
   states on the ITM forward, ``0.1 * (OT(pos) - OT(neg)) / n``, added to the ITM loss.
 
 MRC / MRC-kl are left out: product features carry no detector class distributions.
@@ -18,7 +18,11 @@ MRC / MRC-kl are left out: product features carry no detector class distribution
 itm : mlm : mrfr = 2 : 2 : 1 (UNITER's in-domain ratio with MRC-kl dropped); only that task's
 loss is returned. With ``task_sampling=False`` every step sums the three (three forwards).
 
-Embedding: the pooler output on ``[CLS]`` (trained by ITM).
+Retrieval vector: the final ``[CLS]`` hidden state, the single-stream convention (the token every
+layer lets attend to the whole title and image). Why not the pooler: ``tanh(Linear([CLS]))`` is
+trained only by the ITM head, to separate matched from swapped pairs; its saturating outputs keep
+what ITM needs, not what tells products apart. The pooler (``pooler``) and the mean over real
+tokens (``mean``) stay available as variants.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class UniterConfig(BaselineConfig):
     task_sampling: bool = True
     task_ratio: tuple[float, float, float] = (2.0, 2.0, 1.0)  # itm : mlm : mrfr
     itm_neg_prob: float = 0.5
-    wra_ot: bool = False
+    wra_ot: bool = True  # word-region alignment by optimal transport, part of UNITER's pretraining
     ot_lambda: float = 0.1
     ot_iterations: int = 50
 
@@ -70,7 +74,12 @@ class UniterConfig(BaselineConfig):
 
 
 class Uniter(BaselineAdapter):
+    """UNITER (module docstring). Retrieval vector: the final ``[CLS]`` hidden state (single-stream
+    convention), not the ITM-trained tanh pooler (the ``pooler`` variant)."""
+
     config_cls = UniterConfig
+    embed_variant = "cls"
+    retrieval_vector = "final [CLS] hidden state of the joint title + image stream"
 
     def __init__(self, config: UniterConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
@@ -173,7 +182,9 @@ class Uniter(BaselineAdapter):
         batch = self.prepare(batch)
         h, mask = self.encode(batch.title_ids, batch.title_mask, batch.region_feats, batch.region_boxes,
                               batch.region_mask)
-        return {"default": self.pooler(h), "cls": h[:, 0], "mean": mean_pool(h, mask)}
+        out = {"cls": h[:, 0], "pooler": self.pooler(h), "mean": mean_pool(h, mask)}
+        out["default"] = out[self.embed_variant]
+        return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        return self.embed_variants(batch)["default"]
+        return self.embed_variants(batch)[self.embed_variant]

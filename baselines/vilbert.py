@@ -1,4 +1,4 @@
-"""ViLBERT baseline: two streams with interleaved co-attention (Lu et al., 2019; models.md §4).
+"""ViLBERT baseline: two streams with interleaved co-attention (Lu et al., 2019).
 
 Text and vision have separate post-LN stacks. Co-attention layer k sits after text layer
 ``t_bi[k]`` and vision layer ``v_bi[k]``, with ``t_bi = L_t-K .. L_t-1`` and ``v_bi = L_v-K ..
@@ -12,9 +12,18 @@ classes for the KL variant); ITM by caption swap (p 0.5) scored by ``Linear(pool
 MLM and region losses count only on rows whose pair is not swapped (a swapped caption would teach
 the model to reconstruct words from the wrong image).
 
-Embedding: ``pooled_t * pooled_v`` (element-wise product, ViLBERT's fusion). Deviation: the vision
-and co-attention widths equal the text width ``d`` (ViLBERT uses 1024) so every model feeds the
-evaluator vectors of one width.
+Retrieval vector: the **mean of the two streams' first-token states** (text ``[CLS]`` and image
+global token after the last layer, over the streams a listing has). Why: it is the two-stream
+convention of SCALE and CAPTURE (the per-stream first tokens combined), and it carries the content
+both streams encode. ViLBERT's own fusion ``pooled_t * pooled_v`` multiplies two ReLU poolers that
+only the ITM head trains: a product of two non-negative sparse vectors, whose raw dot products
+are dominated by a few large coordinates (a handful of gallery items become everyone's nearest
+neighbour). The mean, not the sum, so a listing without an image is not shorter than one with both.
+The pooler outputs and their product stay available as the ``product``, ``text_pooler`` and
+``image_pooler`` variants (for the ablation); ``sum_first``, ``text`` and ``image`` too.
+
+Deviation: the vision and co-attention widths equal the text width ``d`` (ViLBERT uses 1024) so
+every model feeds the evaluator vectors of one width.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from baselines._common import BaselineAdapter, BaselineConfig, zero_like_loss
 from bench.features.batch import Batch, FeatureSpec
 from bench.modalities import Modality, ModalitySet
 from bench.nn.coattention import CoAttentionLayer
-from bench.nn.embeddings import RegionEmbedding, TextEmbedding
+from bench.nn.embeddings import RegionEmbedding, TextEmbedding, masked_mean
 from bench.nn.heads import MLMHead, Pooler, RegressionHead
 from bench.nn.itm import ITMHead, sample_itm_pairs, swap_modality
 from bench.nn.layers import Encoder, padding_attn_mask
@@ -58,7 +67,13 @@ class ViLBertConfig(BaselineConfig):
 
 
 class ViLBert(BaselineAdapter):
+    """ViLBERT (module docstring). Retrieval vector: mean of the text ``[CLS]`` and image global-token
+    final states over the streams a listing has, the SCALE / CAPTURE two-stream convention, instead
+    of the product of the ITM-trained ReLU poolers (a variant)."""
+
     config_cls = ViLBertConfig
+    embed_variant = "mean_first"
+    retrieval_vector = "mean of the text [CLS] and image global-token final states over the present streams"
 
     def __init__(self, config: ViLBertConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
@@ -106,11 +121,15 @@ class ViLBert(BaselineAdapter):
             t = t_layers[i](t, t_attn)
         return t, v
 
-    def pooled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled text and vision streams ``(pooled_t, pooled_v)``, each [B, d]."""
+    def streams(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final text and vision stream states ``(t [B, Lt, d], v [B, 1 + R, d])``, no masking."""
         batch = self.prepare(batch)
         r = self.regions(batch, None, mask=False)
-        t, v = self._encode(batch.title_ids, batch.title_mask.bool(), r)
+        return self._encode(batch.title_ids, batch.title_mask.bool(), r)
+
+    def pooled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled text and vision streams ``(pooled_t, pooled_v)``, each [B, d]."""
+        t, v = self.streams(batch)
         return self.text_pooler(t), self.vision_pooler(v)
 
     def pretrain_step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -143,9 +162,16 @@ class ViLBert(BaselineAdapter):
         return out
 
     def embed_variants(self, batch: Batch) -> dict[str, torch.Tensor]:
-        pt, pv = self.pooled(batch)
-        return {"default": pt * pv, "text": pt, "image": pv}
+        """``mean_first`` (default), ``sum_first``, ``text`` / ``image`` (first-token states) and the
+        pooler outputs ``text_pooler`` / ``image_pooler`` / ``product`` (ViLBERT's fusion)."""
+        t, v = self.streams(batch)
+        first = torch.stack([t[:, 0], v[:, 0]], dim=1)  # [B, 2, d]
+        present = torch.stack([batch.present[Modality.T], batch.present[Modality.I]], dim=1)
+        pt, pv = self.text_pooler(t), self.vision_pooler(v)
+        out = {"mean_first": masked_mean(first, present), "sum_first": (first * present[..., None]).sum(1),
+               "text": t[:, 0], "image": v[:, 0], "text_pooler": pt, "image_pooler": pv, "product": pt * pv}
+        out["default"] = out[self.embed_variant]
+        return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        pt, pv = self.pooled(batch)
-        return pt * pv  # ViLBERT's fusion; its task heads read the same product
+        return self.embed_variants(batch)[self.embed_variant]

@@ -1,4 +1,4 @@
-"""VisualBERT baseline: one stream over ``text ++ regions`` (Li et al., 2019; models.md §7).
+"""VisualBERT baseline: one stream over ``text ++ regions`` (Li et al., 2019).
 
 Text: BERT embeddings. Regions: ``Linear(feat)`` + a visual segment embedding + a visual position
 embedding (id 0 for every region) and **no boxes**; one LayerNorm over the whole sequence. A post-LN
@@ -10,7 +10,11 @@ original's second objective is sentence-image prediction over *two captions* of 
 product has one title, so the adaptation is ITM with a random title swapped in with p 0.5
 (documented). MLM counts only on rows whose title is not swapped.
 
-Embedding: the pooler output (tanh), trained by ITM.
+Retrieval vector: the final ``[CLS]`` hidden state, the single-stream convention (the token every
+layer lets attend to the whole title and image). Why not the pooler: ``tanh(Linear([CLS]))`` is
+trained only by the ITM head, to separate matched from swapped pairs; its saturating outputs keep
+what ITM needs, not what tells products apart. The pooler (``pooler``) and the mean over real
+tokens (``mean``) stay available as variants.
 """
 
 from __future__ import annotations
@@ -46,7 +50,12 @@ class VisualBertConfig(BaselineConfig):
 
 
 class VisualBert(BaselineAdapter):
+    """VisualBERT (module docstring). Retrieval vector: the final ``[CLS]`` hidden state
+    (single-stream convention), not the ITM-trained tanh pooler (the ``pooler`` variant)."""
+
     config_cls = VisualBertConfig
+    embed_variant = "cls"
+    retrieval_vector = "final [CLS] hidden state of the joint title + region stream"
 
     def __init__(self, config: VisualBertConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
@@ -97,7 +106,9 @@ class VisualBert(BaselineAdapter):
     def embed_variants(self, batch: Batch) -> dict[str, torch.Tensor]:
         batch = self.prepare(batch)
         h, mask = self.encode(batch.title_ids, batch.title_mask, batch.region_feats, batch.region_mask)
-        return {"default": self.pooler(h), "cls": h[:, 0], "mean": mean_pool(h, mask)}
+        out = {"cls": h[:, 0], "pooler": self.pooler(h), "mean": mean_pool(h, mask)}
+        out["default"] = out[self.embed_variant]
+        return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        return self.embed_variants(batch)["default"]
+        return self.embed_variants(batch)[self.embed_variant]

@@ -1,4 +1,4 @@
-"""VL-BERT baseline: one stream with the visual feature on every token (Su et al., 2020; models.md §6).
+"""VL-BERT baseline: one stream with the visual feature on every token (Su et al., 2020).
 
 Input ``[CLS] title [SEP] [IMG] x R [END]`` built by :class:`bench.nn.vl_embeddings.VLBertEmbedding`:
 token + visual feature (appearance + sinusoidal geometry, FC + ReLU, behind a LayerNorm whose
@@ -11,7 +11,9 @@ zeroed and their token set to ``[MASK]``). Product features carry no detector cl
 distributions for VL-BERT's soft cross-entropy, so masked RoIs regress their original feature by
 MSE (documented fallback). Both masks are applied in the same pass, as VL-BERT does.
 
-Embedding: the final ``[CLS]`` state (``cls``, canonical) and the mean over real tokens (``mean``).
+Retrieval vector: the final ``[CLS]`` state (``cls``), the single-stream convention (the token
+every layer lets attend to the whole title and image; VL-BERT pretrains with its pooler disabled).
+The mean over real tokens is the ``mean`` variant (and ``pooling="mean"``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,15 @@ class VLBertConfig(BaselineConfig):
 
 
 class VLBert(BaselineAdapter):
+    """VL-BERT (module docstring). Retrieval vector: the final ``[CLS]`` state (single-stream
+    convention); ``pooling="mean"`` picks the mean over real tokens instead."""
+
     config_cls = VLBertConfig
+    retrieval_vector = "final [CLS] hidden state of the joint title + RoI stream"
+
+    @property
+    def embed_variant(self) -> str:  # type: ignore[override]
+        return self.config.pooling
 
     def __init__(self, config: VLBertConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
@@ -87,8 +97,8 @@ class VLBert(BaselineAdapter):
         r = self.regions(batch, None, mask=False, global_token=False)
         h, mask, _ = self._encode(batch.title_ids, batch, r)
         out = {"cls": h[:, 0], "mean": mean_pool(h, mask)}
-        out["default"] = out[self.config.pooling]
+        out["default"] = out[self.embed_variant]
         return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        return self.embed_variants(batch)["default"]
+        return self.embed_variants(batch)[self.embed_variant]

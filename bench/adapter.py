@@ -7,15 +7,16 @@ one file plus one line in :mod:`bench.registry`.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
-from bench.features.batch import Batch, FeatureSpec
+from bench.features.batch import Batch, FeatureSpec, UnlabeledBatch, without_labels
 from bench.modalities import ModalitySet
 
 
@@ -43,15 +44,47 @@ class AdapterConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def _labels_free(step: Callable[..., dict[str, torch.Tensor]]) -> Callable[..., dict[str, torch.Tensor]]:
+    """Wrap a ``pretrain_step`` so it only ever sees :class:`UnlabeledBatch` (the contract's rule)."""
+
+    @functools.wraps(step)
+    def pretrain_step(self: "Adapter", batch: UnlabeledBatch, generator: torch.Generator | None = None
+                      ) -> dict[str, torch.Tensor]:
+        return step(self, without_labels(batch), generator)
+
+    pretrain_step.__labels_free__ = True  # type: ignore[attr-defined]
+    return pretrain_step
+
+
 class Adapter(nn.Module):
     """Base class of every model in the registry.
 
-    Subclasses set ``config_cls`` and implement :meth:`pretrain_step` and :meth:`embed`.
-    ``modalities`` is the set the instance was built for (already checked against the registry
-    entry by :func:`bench.registry.create_model`).
+    Subclasses set ``config_cls`` and implement :meth:`pretrain_step`, :meth:`embed` and
+    :meth:`embed_variants`. ``modalities`` is the set the instance was built for (already checked
+    against the registry entry by :func:`bench.registry.create_model`).
+
+    Every subclass's ``pretrain_step`` is wrapped at class creation so that it receives the batch
+    without labels (:meth:`Batch.without_labels`), whoever calls it (the engine, ``bench
+    check-adapter``, a test): the original models pretrain with no category or product supervision,
+    and reading ``batch.category`` / ``batch.product`` there raises :class:`LabelsHidden`.
+
+    Each subclass declares its retrieval vector: ``embed_variant`` names the entry of
+    :meth:`embed_variants` that :meth:`embed` returns (``embed_variants(b)["default"]`` is the same
+    tensor), and ``retrieval_vector`` says in one sentence what that tensor is. The choice is made
+    by principle, before any result is seen, and the class docstring gives the reason.
     """
 
     config_cls: ClassVar[type[AdapterConfig]] = AdapterConfig
+    #: name of the :meth:`embed_variants` entry that :meth:`embed` returns
+    embed_variant: ClassVar[str] = "default"
+    #: one sentence: which tensor :meth:`embed` returns
+    retrieval_vector: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("pretrain_step")
+        if step is not None and not getattr(step, "__labels_free__", False):
+            cls.pretrain_step = _labels_free(step)  # type: ignore[method-assign]
 
     def __init__(self, config: AdapterConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__()
@@ -60,16 +93,19 @@ class Adapter(nn.Module):
         self.modalities = modalities
 
     # --- the contract -------------------------------------------------------------------------
-    def pretrain_step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def pretrain_step(self, batch: UnlabeledBatch, generator: torch.Generator | None = None
+                      ) -> dict[str, torch.Tensor]:
         """Mask the batch as the model's objectives require and return named losses.
 
         The dict must hold ``"loss"``, the total that the engine back-propagates; the other entries
-        are the per-task losses it logs (detached or not). ``generator`` seeds all masking.
+        are the per-task losses it logs (detached or not). ``generator`` seeds all masking (and any
+        other random draw of the step, e.g. ITM negatives). ``batch`` carries no labels.
         """
         raise NotImplementedError
 
     def embed(self, batch: Batch) -> torch.Tensor:
-        """One retrieval vector per listing, [B, D], with no masking and no dropout."""
+        """One retrieval vector per listing, [B, D], with no masking and no dropout
+        (``embed_variants(batch)[self.embed_variant]``)."""
         raise NotImplementedError
 
     def embed_variants(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -229,7 +229,9 @@ class _PretrainModule(nn.Module):
         self.adapter = adapter
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        return self.adapter.pretrain_step(batch, generator)
+        # Pretraining sees no labels: the step gets the labels-free view (the Adapter contract also
+        # strips them for any other caller). Fine-tuning runs its own module, with the labels.
+        return self.adapter.pretrain_step(batch.without_labels() if isinstance(batch, Batch) else batch, generator)
 
 
 # --------------------------------------------------------------------------------------------------

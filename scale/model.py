@@ -3,7 +3,7 @@
 Built only from :mod:`bench.nn`. The model consists of just the requested modalities' parts, so any
 of the 31 non-empty subsets of I, T, Tab, V, A builds a model of those.
 
-Architecture (models.md §10, paper-and-official-code.md §4):
+Architecture:
 
 * **Unimodal encoders** (post-LN BERT stacks, one per modality, own weights by default):
   title and table = BERT embeddings (word + position + segment 0 / 1), image = loc5 region embedding
@@ -15,7 +15,12 @@ Architecture (models.md §10, paper-and-official-code.md §4):
   in the model).
 * **SIMCL**: ``z_m = ReLU(Linear(first token))`` of every unimodal output; NT-Xent (2B rows, tau 0.07)
   for every modality pair, over the listings where both are present (a pair with < 2 such listings
-  is skipped); weighted by :class:`bench.nn.Harmonizer` (``harmonize`` = learned / feature / uniform).
+  is skipped); harmonised by :class:`bench.nn.Harmonizer`: ``harmonize="learned"`` (default, the
+  paper's SIMCL) multiplies the logits of each pair's contrastive loss by ``1 + S'_ij`` and those of
+  each masked task (the predicted features of MRP / MFP / MAM) by ``1 + S'_ii``, with
+  ``S' = S * softmax(S)`` learned from a zero ``S`` (bounded; the choices are stated in
+  :mod:`bench.nn.harmonize`); ``"loss_weights"`` weights the losses instead, ``"feature"`` is the
+  released code's feature graph, ``"uniform"`` the IMCL ablation.
 * **Joint co-transformer**: a pre-LN, QuickGELU stack (CLIP/UniVL ``CrossModel``) over the
   concatenation of the modalities' unimodal outputs in the released order [title; table; image;
   video; audio]. ``joint_positions="concat"`` (default) adds learned positions over the concatenated
@@ -47,15 +52,24 @@ Architecture (models.md §10, paper-and-official-code.md §4):
   (``mem_span``) through one tied LM head; MRP (regions, 90 % zeroed), MFP (frames) and MAM (audio),
   MSE to the original features. Losses only over listings where the modality is present.
 
-Missing modalities (models.md §10.4): zero imputation at the input, as the paper: an absent
+Missing modalities: zero imputation at the input, as the paper: an absent
 title/table is ``[CLS][SEP]``, an absent image/video/audio is its all-zero global token. All absent
 rows of a modality have the same input, so the unimodal encoder runs it once per batch and broadcasts
 it (same result, less compute). In the joint transformer, ``attend_missing``: ``"global"`` (default)
 keeps the absent modality's first (imputed) token attendable and drops its other tokens; ``"none"``
 drops the absent segment entirely (its pooled output is then zero); ``"all"`` attends every imputed
 token up to the segment's padded length (closest to the released code). Presence masks gate every
-loss. Retrieval: :meth:`Scale.embed` = sum of the *present* modalities' pooled joint outputs (first
-token of each segment); ``embed_sum_all=True`` sums all of them (released code).
+loss.
+
+Retrieval vector (:meth:`Scale.embed`, ``embedding="mean_present"``): the **mean** of the present
+modalities' pooled joint outputs (first token of each segment). Why: the released extractor sums
+the first tokens of all five segments, and a sum grows with the number of modalities a listing has,
+so under the paper's raw dot product complete listings outrank incomplete ones whatever their
+content. The mean is that sum divided by the number of modalities present: for listings with the
+same modalities it ranks exactly as the sum, and its scale is that of one modality's output however
+many a listing has. (L2-normalising each modality before summing still grows with the count.) The
+released sum of all five (``sum_all``, absent ones zero-imputed) and the sum of the present ones
+(``sum_present``) stay available as named variants and as ``embedding`` settings.
 """
 
 from __future__ import annotations
@@ -105,15 +119,21 @@ class ScaleConfig(AdapterConfig):
     temperature: float = 0.07
     mask_prob: float = 0.15
     mem_span: str = "key_or_value"  # "key_or_value" (code) | "both" (paper text) | "token" (ablation)
-    harmonize: str = "learned"  # "learned" (paper text) | "feature" (released code) | "uniform" (ablation)
-    harmonize_floor: float = 0.5  # learned mode: uniform share mixed into softmax(S) (collapse guard)
-    harmonize_entropy: float = 0.01  # learned mode: entropy bonus weight
+    # "learned" (paper's SIMCL: S' = S * softmax(S) scales each loss's logits) | "loss_weights" (softmax
+    # weights on the losses, an earlier variant) | "feature" (released code) | "uniform" (IMCL ablation)
+    harmonize: str = "learned"
+    harmonize_offset: float = 1.0  # learned mode: logit multiplier at S = 0 (> 0; 1 = the unharmonised loss)
+    harmonize_max_scale: float = 7.0  # learned mode: multiplier cap (inverse temperature <= 100 at tau 0.07)
+    harmonize_floor: float = 0.5  # loss_weights mode: uniform share mixed into softmax(S) (collapse guard)
+    harmonize_entropy: float = 0.01  # loss_weights mode: entropy bonus weight
     share_text_table: bool = False  # released code: table runs through the title encoder
     video_uses_image_layers: bool = False  # released code: video runs through the image layers
     joint_positions: str = "concat"  # "concat" (released) | "segment" (+ modality-type embeddings)
     modality_type_embeddings: bool = False
     attend_missing: str = "global"  # "global" | "none" | "all" (released code attends all imputed tokens)
-    embed_sum_all: bool = False  # released code: retrieval vector sums all five, present or not
+    # retrieval vector: "mean_present" (mean of the present modalities' first tokens) | "sum_present" |
+    # "sum_all" (released extractor: all five summed, absent ones zero-imputed)
+    embedding: str = "mean_present"
     # weight init: "lecun" = BERT's init, then every Linear but the joint stack's N(0, 1/fan_in)
     # (bench.nn.layers.init_lecun_linears: at width 128, BERT's 0.02 leaves the first tokens
     # listing-independent and SIMCL collapses to log(2B-1)); "bert" = normal(0, 0.02) everywhere (the
@@ -161,7 +181,8 @@ class ScaleConfig(AdapterConfig):
     def __post_init__(self) -> None:
         checks = {
             "mem_span": ("key_or_value", "both", "token"),
-            "harmonize": ("learned", "feature", "uniform"),
+            "harmonize": ("learned", "loss_weights", "feature", "uniform"),
+            "embedding": ("mean_present", "sum_present", "sum_all"),
             "joint_positions": ("concat", "segment"),
             "attend_missing": ("global", "none", "all"),
             "init": ("lecun", "bert"),
@@ -178,9 +199,16 @@ class ScaleConfig(AdapterConfig):
 
 
 class Scale(Adapter):
-    """The SCALE adapter. See the module docstring for the design and its documented choices."""
+    """The SCALE adapter. See the module docstring for the design and its documented choices.
+
+    Retrieval vector: the mean of the present modalities' first-token joint outputs, so its scale
+    does not grow with the number of modalities a listing has (the released sum of all five is the
+    ``sum_all`` variant; the module docstring gives the full reason).
+    """
 
     config_cls = ScaleConfig
+    retrieval_vector = ("mean over the present modalities of the joint co-transformer's first-token "
+                        "output of each modality segment")
 
     def __init__(self, config: ScaleConfig, spec: FeatureSpec, modalities: ModalitySet):
         super().__init__(config, spec, modalities)
@@ -267,7 +295,8 @@ class Scale(Adapter):
         self.mam_head = RegressionHead(d, spec.audio_dim) if M.A in modalities else None
 
         self.harmonizer = Harmonizer([m.value for m in self.order], c.harmonize, floor=c.harmonize_floor,
-                                     entropy_weight=c.harmonize_entropy)
+                                     entropy_weight=c.harmonize_entropy, offset=c.harmonize_offset,
+                                     max_scale=c.harmonize_max_scale)
         self.apply(init_bert_weights)  # S stays zero: the init only touches Linear/Embedding/LayerNorm
         if c.init == "lecun":
             # not the pre-LN joint stack: its residual stream already carries the (content-bearing)
@@ -454,6 +483,8 @@ class Scale(Adapter):
         present = torch.stack([inputs[m]["present"] for m in self.order], 1)
         out: dict[str, torch.Tensor] = {}
 
+        # learned mode: S' scales the logits inside every loss (None in the other modes)
+        scales = self.harmonizer.logit_scales()
         # SIMCL on the unimodal first tokens
         pair_losses: dict[tuple[int, int], torch.Tensor] = {}
         if len(self.clr_proj):
@@ -463,6 +494,8 @@ class Scale(Adapter):
                 for j in range(i + 1, len(self.order)):
                     both = present[:, i] & present[:, j]
                     scale = G[:, i, j] if G is not None else None
+                    if scales is not None:
+                        scale = scales[i, j].expand(z.shape[0])
                     l = nt_xent(z[:, i], z[:, j], self.config.temperature, row_scale=scale, present=both)
                     if l is not None:
                         pair_losses[(i, j)] = l
@@ -480,7 +513,10 @@ class Scale(Adapter):
                 if not sel.any():
                     continue
                 b, t = sel.nonzero(as_tuple=True)
-                loss = mlm_ce(self.lm_head(joint[b, s + t]), labels[b, t])
+                logits = self.lm_head(joint[b, s + t])
+                if scales is not None:
+                    logits = logits * scales[i, i]
+                loss = mlm_ce(logits, labels[b, t])
             else:
                 tmask = inp["target_mask"]
                 if not tmask.any():
@@ -488,6 +524,8 @@ class Scale(Adapter):
                 b, t = tmask.nonzero(as_tuple=True)
                 head = {Modality.I: self.mrp_head, Modality.V: self.mfp_head, Modality.A: self.mam_head}[m]
                 pred = head(joint[b, s + 1 + t])  # +1: the global token precedes the frames
+                if scales is not None:  # a regression's "logits" are its predicted features
+                    pred = pred * scales[i, i]
                 loss = masked_mse(pred, inp["target"][b, t])
             masked_losses[i] = loss
             out[TASK[m]] = loss.detach()
@@ -507,15 +545,22 @@ class Scale(Adapter):
         out["loss"] = total
         return out
 
+    @property
+    def embed_variant(self) -> str:  # type: ignore[override]
+        """The variant :meth:`embed` returns: the ``embedding`` setting (default ``mean_present``)."""
+        return self.config.embedding
+
     def embed(self, batch: Batch) -> torch.Tensor:
-        """Sum of the present modalities' pooled joint outputs (``embed_sum_all``: of all), [B, d]."""
-        return self.embed_variants(batch)["default"]
+        """Mean of the present modalities' pooled joint outputs (``embedding`` picks another), [B, d]."""
+        return self.embed_variants(batch)[self.embed_variant]
 
     def embed_variants(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named embeddings, all from one forward pass:
 
-        * ``default``: the retrieval vector (``sum_present``, or ``sum_all`` with ``embed_sum_all``);
-        * ``sum_present`` / ``sum_all``: sum of the present / all modalities' pooled joint outputs;
+        * ``default``: the retrieval vector, the variant named by ``embedding`` (``mean_present``);
+        * ``mean_present``: mean of the present modalities' pooled joint outputs;
+        * ``sum_present`` / ``sum_all``: sum of the present / all modalities' pooled joint outputs
+          (``sum_all`` is the released extractor's vector);
         * ``concat``: per-modality pooled joint outputs concatenated, absent ones zero ([B, M*d]);
         * ``image``, ``title``, ``table``, ``video``, ``audio``: each modality's pooled joint output;
         * ``simcl``: sum over present modalities of the L2-normalised SIMCL projections (the space
@@ -528,10 +573,10 @@ class Scale(Adapter):
             pres = present[..., None]
             stack = torch.stack([pooled[m] for m in self.order], 1)  # [B, M, d]
             sum_present = (stack * pres.to(stack.dtype)).sum(1)
-            sum_all = stack.sum(1)
-            out = {"default": sum_all if self.config.embed_sum_all else sum_present,
-                   "sum_present": sum_present, "sum_all": sum_all,
-                   "concat": self._concat(pooled, present)}
+            n_present = pres.to(stack.dtype).sum(1).clamp(min=1.0)  # a catalog listing has >= 1
+            out = {"mean_present": sum_present / n_present, "sum_present": sum_present,
+                   "sum_all": stack.sum(1), "concat": self._concat(pooled, present)}
+            out["default"] = out[self.embed_variant]
             for m in self.order:
                 out[m.long_name] = pooled[m]
             if len(self.clr_proj):

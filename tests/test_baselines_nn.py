@@ -36,9 +36,11 @@ def test_coattention_directions_and_padding() -> None:
     assert torch.allclose(layer(t_other, tm, v, vm)[0][0, 0], t2[0, 0], atol=1e-6)
 
 
-def test_itm_pairs_respect_presence_and_products() -> None:
-    b = drop_images(batch("uniter", size=16, seed=3), torch.arange(16) % 4 == 0)
-    b.product[:] = torch.arange(16) // 2  # pairs of listings share a product
+def test_itm_pairs_respect_presence_and_read_no_labels() -> None:
+    """Random in-batch mismatches: any other listing with the swapped modality may donate, whatever
+    its product (no label is read: the labels-free batch has none), and the same seed gives the
+    same pairs."""
+    b = drop_images(batch("uniter", size=16, seed=3), torch.arange(16) % 4 == 0).without_labels()
     for swap in (Modality.I, Modality.T):
         p = sample_itm_pairs(b, swap, gen(1), neg_prob=1.0)
         both = b.present[Modality.I] & b.present[Modality.T]
@@ -47,12 +49,28 @@ def test_itm_pairs_respect_presence_and_products() -> None:
         assert neg.any() and (neg <= both).all()
         assert (p.donor[neg] != torch.arange(16)[neg]).all()
         assert b.present[swap][p.donor[neg]].all()  # donors have the swapped modality
-        assert (b.product[p.donor[neg]] != b.product[neg]).all()  # never the same product
         assert torch.equal(p.donor[~neg], torch.arange(16)[~neg])
+        again = sample_itm_pairs(b, swap, gen(1), neg_prob=1.0)
+        assert torch.equal(again.donor, p.donor) and torch.equal(again.label, p.label)
+        other = sample_itm_pairs(b, swap, gen(2), neg_prob=1.0)
+        assert not torch.equal(other.donor, p.donor)
     p = sample_itm_pairs(b, Modality.I, gen(1), neg_prob=0.5)
     s = swap_modality(b, Modality.I, p.donor)
     assert torch.equal(s.title_ids, b.title_ids)
     assert torch.equal(s.region_feats, b.region_feats[p.donor])
+
+
+def test_itm_donors_are_uniform_over_other_listings() -> None:
+    """Over many draws every other listing donates about equally often, same product or not."""
+    b = batch("vilbert", size=8, seed=1)
+    counts = torch.zeros(8, 8)
+    g = gen(0)
+    for _ in range(400):
+        p = sample_itm_pairs(b.without_labels(), Modality.T, g, neg_prob=1.0)
+        counts[torch.arange(8), p.donor] += 1
+    assert counts.diagonal().sum() == 0
+    off = counts[~torch.eye(8, dtype=torch.bool)]
+    assert off.min() > 0.5 * 400 / 7 and off.max() < 1.5 * 400 / 7
 
 
 def test_clip_infonce_sanity() -> None:

@@ -1,4 +1,4 @@
-"""Each baseline keeps the trait that defines it (models.md §2-9)."""
+"""Each baseline keeps the trait that defines it."""
 
 from __future__ import annotations
 
@@ -59,14 +59,19 @@ def test_image_loss_only_over_listings_with_images() -> None:
 
 # --- ViLBERT ------------------------------------------------------------------------------------
 
-def test_vilbert_embedding_is_product_of_pooled_streams() -> None:
+def test_vilbert_embedding_is_mean_of_stream_first_tokens() -> None:
     model = build("vilbert")
     b = batch("vilbert", missing_images=True)
     model.eval()
     with torch.no_grad():
+        t, v = model.streams(b)
         pt, pv = model.pooled(b)
         e = model.embed(b)
-    assert torch.allclose(e, pt * pv)
+        var = model.embed_variants(b)
+    has = b.present[Modality.I]
+    assert torch.allclose(e[has], (t[has, 0] + v[has, 0]) / 2, atol=1e-6)
+    assert torch.allclose(e[~has], t[~has, 0], atol=1e-6)  # a missing image is not averaged in
+    assert torch.allclose(var["product"], pt * pv)  # ViLBERT's pooler fusion, kept as a variant
     assert (pt >= 0).all() and (pv >= 0).all()  # ReLU poolers
 
 
@@ -107,9 +112,12 @@ def test_clip_logit_scale_init_and_clamp_and_combination() -> None:
     v = model.embed_variants(b)
     img, txt = v["image"], v["text"]
     has = b.present[Modality.I]
-    assert torch.allclose(v["default"][has], img[has] + txt[has], atol=1e-6)
-    assert torch.allclose(v["default"][~has], txt[~has], atol=1e-6)  # a missing image adds nothing
-    assert model.config.combine == "sum"
+    assert torch.allclose(v["sum"][has], img[has] + txt[has], atol=1e-6)
+    assert torch.allclose(v["sum"][~has], txt[~has], atol=1e-6)  # a missing image adds nothing
+    # the default: the normalised sum, a unit vector however many modalities a listing has
+    assert model.config.combine == "normalized_sum"
+    assert torch.allclose(v["default"], torch.nn.functional.normalize(v["sum"], dim=-1), atol=1e-6)
+    assert torch.allclose(v["default"].norm(dim=-1), torch.ones(b.size), atol=1e-5)
 
 
 def test_clip_uses_clip_initialisation() -> None:
@@ -286,3 +294,17 @@ def test_region_standardisation_updates_only_in_training_and_keeps_zeros() -> No
     assert abs(float(real.mean())) < 0.1 and abs(float(real.std()) - 1.0) < 0.1
     assert build("vilbert", standardize_features=False).region_std is None
     assert build("bert").region_std is None  # no image, nothing to standardise
+
+
+def test_uniter_runs_wra_by_default() -> None:
+    """UNITER's published pretraining includes word-region alignment (OT): on by default, and every
+    ITM step adds the ``ot`` term to the total."""
+    from baselines.uniter import UniterConfig
+
+    assert UniterConfig().wra_ot is True and UniterConfig.preset("tiny").wra_ot is True
+    model = build("uniter", task_ratio=(1.0, 0.0, 0.0))  # ITM steps only, default WRA setting
+    out = model.pretrain_step(batch("uniter", size=8), gen(1))
+    assert {"itm", "ot"} <= set(out)
+    assert out["loss"].item() == pytest.approx(out["itm"].item() + out["ot"].item(), rel=1e-5)
+    off = build("uniter", task_ratio=(1.0, 0.0, 0.0), wra_ot=False).pretrain_step(batch("uniter", size=8), gen(1))
+    assert "ot" not in off

@@ -26,7 +26,11 @@ class TinyConfig(AdapterConfig):
 
 
 class TinyAdapter(Adapter):
-    """Mean-pooled title embedding; losses: category CE and an MLM-like masked-token CE."""
+    """Mean-pooled title embedding; losses: class-word CE and an MLM-like masked-token CE.
+
+    Pretraining batches carry no labels, so the "cat" loss predicts the class word that
+    :func:`labelled_batch` writes at title position 1 (``5 + category``), read from the input.
+    """
 
     config_cls = TinyConfig
 
@@ -46,7 +50,8 @@ class TinyAdapter(Adapter):
     def pretrain_step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         self.calls += 1
         ids, mask = batch.title_ids, batch.title_mask
-        cat = F.cross_entropy(self.cls_head(self.drop(self.pooled(ids, mask))), batch.category)
+        class_word = (ids[:, 1] - 5).clamp(0, self.spec.num_categories - 1)  # 5 + category (labelled_batch)
+        cat = F.cross_entropy(self.cls_head(self.drop(self.pooled(ids, mask))), class_word)
         out = {"cat": cat}
         total = cat
         if self.config.mlm:

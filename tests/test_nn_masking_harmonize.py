@@ -111,21 +111,23 @@ def test_region_and_frame_masking_rates():
     assert torch.all(out[tgt] == 0) and torch.equal(out[~tgt], feats[~tgt])
 
 
-def test_harmonizer_uniform_and_learned_start_equal():
+def test_harmonizer_uniform_learned_and_loss_weights_start_equal():
     names = ["I", "T", "Tab"]
     pairs = {(0, 1): torch.tensor(2.0), (1, 2): torch.tensor(4.0)}
     masked = {0: torch.tensor(1.0), 2: torch.tensor(3.0)}
     uni = Harmonizer(names, "uniform").combine(pairs, masked)
     lrn = Harmonizer(names, "learned").combine(pairs, masked)
+    lw = Harmonizer(names, "loss_weights").combine(pairs, masked)
     assert uni.item() == pytest.approx(3.0 + 1.0 + 3.0)
-    assert lrn.item() == pytest.approx(uni.item(), rel=1e-5)  # zero S starts at weight 1
+    assert lrn.item() == pytest.approx(uni.item(), rel=1e-5)  # learned: no loss weight (it scales logits)
+    assert lw.item() == pytest.approx(uni.item(), rel=1e-5)  # zero S starts at weight 1
 
 
-def test_learned_weights_do_not_collapse():
+def test_loss_weights_do_not_collapse():
     """Adversarial: one term is tiny and the rest are large; gradient descent on the weighted sum
     pushes S onto the tiny term, but the entropy floor must hold however long it trains."""
     torch.manual_seed(0)
-    h = Harmonizer(["I", "T", "Tab", "V", "A"], "learned")
+    h = Harmonizer(["I", "T", "Tab", "V", "A"], "loss_weights")
     opt = torch.optim.Adam(h.parameters(), lr=0.5)
     losses = {p: torch.tensor(5.0) for p in [(i, j) for i in range(5) for j in range(i + 1, 5)]}
     masked = {i: torch.tensor(5.0 if i else 0.01) for i in range(5)}
@@ -167,3 +169,61 @@ def test_random_batch_masks_only_present():
     _, labels = mask_tokens(b.title_ids, b.title_mask, vocab_size=spec.vocab_size, mask_id=spec.mask_id,
                             special_ids=SPECIALS, generator=torch.Generator().manual_seed(0), prob=0.9, rows=rows)
     assert (labels[~rows] == -100).all() and (labels[rows] != -100).any()
+
+
+def _entity_spans(b, row: int) -> dict[int, dict[int, list[int]]]:
+    """entity -> kind (1 key, 2 value) -> token positions, for one listing."""
+    spans: dict[int, dict[int, list[int]]] = {}
+    for pos, (e, k) in enumerate(zip(b.table_entity[row].tolist(), b.table_kind[row].tolist())):
+        if e >= 0 and k > 0:
+            spans.setdefault(e, {}).setdefault(k, []).append(pos)
+    return spans
+
+
+@pytest.mark.parametrize("mode", ["both", "key_or_value"])
+def test_mem_masks_whole_entities_or_whole_spans(mode):
+    """``both`` (the paper's MEM) masks every key *and* value token of a chosen entity together;
+    ``key_or_value`` (released code) masks one whole side. Nothing else is masked."""
+    spec = tiny_spec(table_len=40)
+    b = random_batch(spec, "Tab", batch_size=64, seed=11)
+    ids, labels = mask_entities(b.table_ids, b.table_entity, b.table_kind, mask_id=spec.mask_id,
+                                generator=torch.Generator().manual_seed(0), prob=0.4, mode=mode,
+                                real_mask=b.table_mask)
+    chosen = labels != -100
+    assert torch.equal(chosen, ids == spec.mask_id)  # every target is [MASK] (no 10 % random / keep)
+    assert torch.equal(labels[chosen], b.table_ids[chosen])
+    assert not chosen[b.table_kind == 0].any()  # specials and padding never
+    n_whole = n_side = 0
+    for r in range(b.size):
+        for e, sides in _entity_spans(b, r).items():
+            state = {k: (bool(chosen[r, pos].all()), bool(chosen[r, pos].any())) for k, pos in sides.items()}
+            for all_, any_ in state.values():
+                assert all_ == any_  # a span is masked whole or not at all
+            masked = {k for k, (all_, _) in state.items() if all_}
+            if mode == "both":
+                assert masked in (set(), set(sides))  # key and value together
+                n_whole += masked == set(sides) and len(sides) == 2
+            else:
+                assert len(masked) <= 1  # one side only
+                n_side += len(masked)
+    assert (n_whole if mode == "both" else n_side) > 10
+
+
+def test_scale_mem_span_both_reaches_the_table_masking():
+    from bench.modalities import Modality, ModalitySet
+    from scale.model import Scale, ScaleConfig
+
+    spec = tiny_spec(table_len=40)
+    torch.manual_seed(0)
+    cfg = ScaleConfig.preset("tiny", hidden=32, heads=2, joint_heads=2, clr_dim=16, mem_span="both", mask_prob=0.5)
+    model = Scale(cfg, spec, ModalitySet.parse("T,Tab"))
+    b = random_batch(spec, "T,Tab", batch_size=32, seed=12)
+    inp = model._inputs(b, Modality.Tab, True, torch.Generator().manual_seed(0))
+    chosen = inp["labels"][:, :b.table_ids.shape[1]] != -100
+    pairs = 0
+    for r in range(b.size):
+        for sides in _entity_spans(b, r).values():
+            flags = {bool(chosen[r, pos].all()) for pos in sides.values() for pos in [pos]}
+            assert len(flags) == 1  # key and value of an entity are masked together or not at all
+            pairs += flags == {True} and len(sides) == 2
+    assert pairs > 0

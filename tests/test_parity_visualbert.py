@@ -94,7 +94,8 @@ def test_visualbert_matches_hf_model() -> None:
     assert out.last_hidden_state.shape == mine_h.shape
     assert torch.allclose(out.last_hidden_state[mask], mine_h[mask], atol=1e-5)
     assert torch.allclose(out.pooler_output, mine_pool, atol=1e-5)
-    assert torch.allclose(model.embed(raw), out.pooler_output, atol=1e-5)
+    assert torch.allclose(model.embed_variants(raw)["pooler"], out.pooler_output, atol=1e-5)
+    assert torch.allclose(model.embed(raw), out.last_hidden_state[:, 0], atol=1e-5)  # [CLS], the default
 
 
 def test_visualbert_heads_match_hf_pretraining_heads() -> None:

@@ -45,7 +45,7 @@ def test_registry_builds_scale():
     assert isinstance(model, Scale) and model.config.hidden == 128
 
 
-@pytest.mark.parametrize("mode", ["learned", "feature", "uniform"])
+@pytest.mark.parametrize("mode", ["learned", "loss_weights", "feature", "uniform"])
 def test_every_loss_finite_and_decreasing(mode):
     model = build(harmonize=mode, dropout=0.0)
     batch = random_batch(SPEC, FIVE, batch_size=12, missing=0.0, seed=1)
@@ -104,7 +104,10 @@ def test_absent_modality_adds_nothing_to_embedding():
     v = model.embed_variants(batch)
     present = torch.stack([batch.present[m] for m in model.order], 1)
     manual = sum(v[m.long_name] * present[:, i:i + 1] for i, m in enumerate(model.order))
-    assert torch.allclose(v["default"], manual, atol=1e-5)
+    assert torch.allclose(v["sum_present"], manual, atol=1e-5)
+    # the default is the mean over present modalities: its scale does not grow with their number
+    assert torch.allclose(v["default"], manual / present.sum(1, keepdim=True), atol=1e-5)
+    assert torch.equal(v["default"], v["mean_present"])
     assert torch.allclose(v["sum_all"], sum(v[m.long_name] for m in model.order), atol=1e-5)
     assert v["simcl"].shape == (10, 16)  # sum of unit vectors of the present modalities
     assert (v["simcl"].norm(dim=-1) <= present.sum(1) + 1e-4).all()
@@ -113,7 +116,7 @@ def test_absent_modality_adds_nothing_to_embedding():
     for i, m in enumerate(model.order):
         block = feats[:, i * 32:(i + 1) * 32]
         assert torch.all(block[~batch.present[m]] == 0)
-    all_model = build(embed_sum_all=True).eval()
+    all_model = build(embedding="sum_all").eval()
     vv = all_model.embed_variants(batch)
     assert torch.equal(vv["default"], vv["sum_all"])
 
@@ -149,14 +152,14 @@ def test_variants_run(kw):
         assert "Tab" not in model.encoders and "V" not in model.encoders
 
 
-def test_learned_weights_hold_entropy_floor_while_training():
-    model = build(harmonize="learned", dropout=0.0)
+def test_loss_weights_hold_entropy_floor_while_training():
+    model = build(harmonize="loss_weights", dropout=0.0)
     batch = random_batch(SPEC, FIVE, batch_size=8, seed=8)
     train(model, batch, 60, lr=0.05)  # a large lr: S moves fast, the floor must still hold
     h = model.harmonizer
     assert h.entropy().item() >= h.entropy_floor() - 1e-6
     state = model.extra_state()["harmonize"]
-    assert state["mode"] == "learned" and len(state["S"]) == 5
+    assert state["mode"] == "loss_weights" and len(state["S"]) == 5
     assert abs(sum(state["weights"].values()) - 15.0) < 1e-3  # K weights average to 1
     assert any(abs(x) > 1e-4 for row in state["S"] for x in row)  # S did learn
 

@@ -15,6 +15,9 @@ Conventions:
   (0 special/padding, 1 key token, 2 value token), so masked entity modelling can mask whole
   entities or whole key / value spans.
 * Region boxes are ``(x1, y1, x2, y2, area)`` normalised to [0, 1] by image width and height.
+* Labels (``category``, ``product``) live only on :class:`Batch`. Pretraining receives an
+  :class:`UnlabeledBatch` (``Batch.without_labels()``), on which reading a label raises
+  :class:`LabelsHidden`; evaluation and fine-tuning keep the labelled :class:`Batch`.
 """
 
 from __future__ import annotations
@@ -57,13 +60,24 @@ class FeatureSpec:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+class LabelsHidden(AttributeError):
+    """Raised when pretraining code reads a label (category or product id) from its batch."""
+
+
+#: Batch fields that are supervision, not model input. Pretraining never sees them.
+LABEL_FIELDS = ("category", "product")
+
+
 @dataclass
-class Batch:
-    """Per-modality tensors for B listings. See the module docstring for conventions."""
+class UnlabeledBatch:
+    """Per-modality tensors for B listings, without labels. See the module docstring for conventions.
+
+    This is what :meth:`bench.adapter.Adapter.pretrain_step` receives: the original models pretrain
+    without category or product supervision, so the fields do not exist here and reading them
+    raises :class:`LabelsHidden`. :class:`Batch` adds the labels for evaluation and fine-tuning.
+    """
 
     index: torch.Tensor  # [B] int64 row index in the catalog
-    category: torch.Tensor  # [B] int64 contiguous category id (-1 unknown)
-    product: torch.Tensor  # [B] int64 contiguous product id (-1 unknown)
     present: dict[Modality, torch.Tensor]  # m -> [B] bool, only for requested modalities
 
     title_ids: torch.Tensor | None = None  # [B, Lt] int64
@@ -84,6 +98,13 @@ class Batch:
     audio_feats: torch.Tensor | None = None  # [B, Fa, audio_dim] float32
     audio_mask: torch.Tensor | None = None  # [B, Fa] bool
 
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails, i.e. never for a Batch's own labels
+        if name in LABEL_FIELDS:
+            raise LabelsHidden(f"this batch carries no {name!r}: pretraining batches are labels-free "
+                               f"(the original models pretrain without category or product supervision)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def size(self) -> int:
         return int(self.index.shape[0])
@@ -97,7 +118,7 @@ class Batch:
         order = tuple(order or self.modalities)
         return torch.stack([self.present[m] for m in order], dim=1)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> "UnlabeledBatch":
         moved = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -107,7 +128,7 @@ class Batch:
                 moved[f.name] = {m: t.to(device) for m, t in v.items()}
         return replace(self, **moved)
 
-    def select(self, rows: torch.Tensor) -> "Batch":
+    def select(self, rows: torch.Tensor) -> "UnlabeledBatch":
         """A batch of a subset of the rows (used by negative sampling and presence filtering)."""
         out = {}
         for f in fields(self):
@@ -117,3 +138,23 @@ class Batch:
             elif f.name == "present":
                 out[f.name] = {m: t[rows] for m, t in v.items()}
         return replace(self, **out)
+
+
+@dataclass
+class Batch(UnlabeledBatch):
+    """An :class:`UnlabeledBatch` plus the labels evaluation and fine-tuning need.
+
+    The labels are keyword-only fields (they follow the optional modality fields).
+    """
+
+    category: torch.Tensor = field(kw_only=True)  # [B] int64 contiguous category id (-1 unknown)
+    product: torch.Tensor = field(kw_only=True)  # [B] int64 contiguous product id (-1 unknown)
+
+    def without_labels(self) -> UnlabeledBatch:
+        """A labels-free view sharing this batch's tensors (no copy)."""
+        return UnlabeledBatch(**{f.name: getattr(self, f.name) for f in fields(UnlabeledBatch)})
+
+
+def without_labels(batch: UnlabeledBatch) -> UnlabeledBatch:
+    """``batch`` with its labels removed (a labels-free batch is returned as it is)."""
+    return batch.without_labels() if isinstance(batch, Batch) else batch

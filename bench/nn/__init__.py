@@ -7,7 +7,7 @@
 * :mod:`bench.nn.heads`: MLMHead (tied), RegressionHead, Pooler
 * :mod:`bench.nn.losses`: mlm_ce, masked_mse, nt_xent
 * :mod:`bench.nn.masking`: mask_tokens, mask_entities, mask_features, mask_regions (seeded)
-* :mod:`bench.nn.harmonize`: Harmonizer (SCALE's learned / feature / uniform loss weights)
+* :mod:`bench.nn.harmonize`: Harmonizer (SCALE's SIMCL: learned logit scales, loss weights, feature graph, uniform)
 
 Conventions: key padding masks are bool ``[B, L]``, True = real token; labels use -100 = ignore.
 """

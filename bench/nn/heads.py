@@ -12,7 +12,7 @@ from bench.nn.layers import activation
 
 class MLMHead(nn.Module):
     """BERT LM head: ``dense -> act -> LN`` transform, then a decoder whose weight is **tied** to the
-    word embeddings, plus its own output bias. One instance serves MLM and MEM (SCALE, §11).
+    word embeddings, plus its own output bias. One instance serves MLM and MEM (SCALE).
 
     ``word_embeddings`` is the ``nn.Embedding`` to tie to; with ``None`` the decoder has its own
     weight. ``forward(h [..., d]) -> logits [..., vocab]``. Call it on the selected (masked)

@@ -1,12 +1,13 @@
 """Image-text matching (ITM): the binary head and the negative sampling that feeds it.
 
 Negatives are made by swapping one modality with another listing's: the caption (title) for
-ViLBERT and VisualBERT, the image for UNITER. On product data two rules keep the task honest:
-
-* only listings that have *both* image and title take part (a pair with a missing side is
-  neither a positive nor a negative), and a donor must have the swapped modality;
-* a donor never shares the anchor's product id (another listing of the same product is a true
-  match, not a negative).
+ViLBERT and VisualBERT, the image for UNITER. As in the original papers the donor is a random
+other listing of the batch, with no label involved: pretraining never reads product or category
+ids, so a donor may happen to show the same product (the originals' random captions can match by
+chance too). One rule keeps the task well defined on product data: only listings that have *both*
+image and title take part (a pair with a missing side is neither a positive nor a negative), and a
+donor must have the swapped modality. Every draw comes from the step's generator, so the same seed
+gives the same pairs.
 
 Labels: 1 = the pair matches, 0 = swapped. (ViLBERT and HF VisualBERT use the opposite
 convention; it only names the classes.)
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from bench.features.batch import Batch
+from bench.features.batch import UnlabeledBatch
 from bench.modalities import Modality
 
 #: Batch fields that belong to each swappable modality.
@@ -51,15 +52,15 @@ class ITMPairs:
 
 
 def sample_itm_pairs(
-    batch: Batch,
+    batch: UnlabeledBatch,
     swap: Modality,
     generator: torch.Generator | None = None,
     neg_prob: float = 0.5,
 ) -> ITMPairs:
     """Choose, for each listing, whether to swap ``swap`` (prob. ``neg_prob``) and from whom.
 
-    Donors are drawn uniformly among listings that have ``swap``, are not the anchor, and have a
-    different product id (when known). A listing with no eligible donor stays a positive.
+    Donors are drawn uniformly among the other listings of the batch that have ``swap`` (random
+    in-batch mismatches; no label is read). A listing with no eligible donor stays a positive.
     """
     if swap not in _FIELDS:
         raise ValueError(f"ITM can swap only {sorted(m.value for m in _FIELDS)}, not {swap.value}")
@@ -71,10 +72,8 @@ def sample_itm_pairs(
     want_neg = torch.rand(B, generator=generator, device=gdev).cpu() < neg_prob
     both = (batch.present[Modality.I] & batch.present[Modality.T]).cpu()
     has_swap = batch.present[swap].cpu()
-    product = batch.product.cpu()
     rows = torch.arange(B)
-    same_product = (product[:, None] == product[None, :]) & (product[:, None] >= 0)
-    eligible = has_swap[None, :] & (rows[:, None] != rows[None, :]) & ~same_product  # [anchor, donor]
+    eligible = has_swap[None, :] & (rows[:, None] != rows[None, :])  # [anchor, donor]
     # one uniform draw per anchor: argmax of random keys restricted to eligible donors
     donor = torch.where(eligible, keys, torch.full_like(keys, -1.0)).argmax(dim=1)
     neg = want_neg & eligible.any(dim=1) & both
@@ -82,7 +81,7 @@ def sample_itm_pairs(
     return ITMPairs(donor=donor.to(dev), label=(~neg).long().to(dev), valid=both.to(dev))
 
 
-def swap_modality(batch: Batch, swap: Modality, donor: torch.Tensor) -> Batch:
+def swap_modality(batch: UnlabeledBatch, swap: Modality, donor: torch.Tensor) -> UnlabeledBatch:
     """A copy of ``batch`` whose ``swap`` fields (and presence) come from rows ``donor``."""
     changes = {name: getattr(batch, name)[donor] for name in _FIELDS[swap]}
     present = dict(batch.present)

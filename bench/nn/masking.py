@@ -74,7 +74,7 @@ def mask_entities(ids: torch.Tensor, entity: torch.Tensor, kind: torch.Tensor, *
                   mode: MemMode = "key_or_value", rows: torch.Tensor | None = None,
                   real_mask: torch.Tensor | None = None, vocab_size: int | None = None,
                   special_ids: Iterable[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked entity modelling on table tokens (SCALE MEM, models.md §11).
+    """Masked entity modelling on table tokens (SCALE MEM).
 
     ``entity [B, L]`` is the entity index of each token (-1 none), ``kind [B, L]`` 1 = key token,
     2 = value token. Each entity of a present row is selected with probability ``prob``; then
