@@ -257,7 +257,8 @@ def _weights_matrix(weights: Any, names: list[str]) -> np.ndarray | None:
 
 
 def harmonize_panels(result: Mapping[str, Any]) -> list[tuple[str, np.ndarray, list[str]]]:
-    """(title, matrix, labels) for ``S`` and ``weights`` in ``result["extra"]["harmonize"]``; [] when absent.
+    """(title, matrix, labels) for ``S``, ``weights`` (the loss-weight mode) and ``logit_scales``
+    (the SIMCL mode's logit multipliers) in ``result["extra"]["harmonize"]``; [] when absent.
 
     Labels come from ``labels`` (or the harmoniser's ``names``). A matrix that is not 2-D, or has
     an infinite value, is dropped; NaN marks cells with no term.
@@ -268,12 +269,12 @@ def harmonize_panels(result: Mapping[str, Any]) -> list[tuple[str, np.ndarray, l
     labels = [str(x) for x in (h.get("labels") or h.get("names") or [])]
     # With term-dict weights only the diagonal and upper triangle are used; S's lower triangle is
     # then an unused parameter and is blanked rather than drawn as if it meant something.
-    upper_only = isinstance(h.get("weights"), Mapping)
+    upper_only = isinstance(h.get("weights"), Mapping) or isinstance(h.get("logit_scales"), Mapping)
     panels = []
-    for key, title in (("S", "learned S"), ("weights", "loss weights")):
+    for key, title in (("S", "learned S"), ("weights", "loss weights"), ("logit_scales", "logit multipliers")):
         if h.get(key) is None:
             continue
-        m = _weights_matrix(h[key], labels) if key == "weights" else _weights_matrix(h[key], [])
+        m = _weights_matrix(h[key], []) if key == "S" else _weights_matrix(h[key], labels)
         if m is None or m.ndim != 2 or np.isinf(m).any() or not np.isfinite(m).any():
             continue
         if key == "S" and upper_only and m.shape[0] == m.shape[1]:

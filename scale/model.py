@@ -134,6 +134,11 @@ class ScaleConfig(AdapterConfig):
     # retrieval vector: "mean_present" (mean of the present modalities' first tokens) | "sum_present" |
     # "sum_all" (released extractor: all five summed, absent ones zero-imputed)
     embedding: str = "mean_present"
+    # the two families of pretraining losses, each switchable for the SIMCL ablation: the masked
+    # pretext tasks (MLM, MEM, MRP, MFP, MAM; off also turns input masking off, since corrupted
+    # inputs without a reconstruction target only add noise) and the inter-modality contrastive loss
+    pretext: bool = True
+    contrastive: bool = True
     # weight init: "lecun" = BERT's init, then every Linear but the joint stack's N(0, 1/fan_in)
     # (bench.nn.layers.init_lecun_linears: at width 128, BERT's 0.02 leaves the first tokens
     # listing-independent and SIMCL collapses to log(2B-1)); "bert" = normal(0, 0.02) everywhere (the
@@ -193,6 +198,9 @@ class ScaleConfig(AdapterConfig):
         for name in ("hidden", "heads", "joint_heads", "ffn_mult", "clr_dim", "length_buckets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ScaleConfig.{name} must be >= 1")
+        if not (self.pretext or self.contrastive):
+            raise ValueError("ScaleConfig: pretext=false and contrastive=false leave nothing to pretrain; "
+                             "keep one, or score the model untrained with untrained=true")
         if self.hidden % self.heads or self.hidden % self.joint_heads:
             raise ValueError(f"hidden {self.hidden} must be divisible by heads {self.heads} and "
                              f"joint_heads {self.joint_heads}")
@@ -479,7 +487,7 @@ class Scale(Adapter):
         """Masked forward pass; returns ``loss`` (harmonised total) and the unweighted task losses
         (``mlm``, ``mem``, ``mrp``, ``mfp``, ``mam``, ``simcl`` and ``simcl/<i>-<j>`` per active pair).
         A task appears only when it has a target in this batch."""
-        inputs, uni, joint, starts = self._forward(batch, masking=True, g=generator)
+        inputs, uni, joint, starts = self._forward(batch, masking=self.config.pretext, g=generator)
         present = torch.stack([inputs[m]["present"] for m in self.order], 1)
         out: dict[str, torch.Tensor] = {}
 
@@ -487,7 +495,7 @@ class Scale(Adapter):
         scales = self.harmonizer.logit_scales()
         # SIMCL on the unimodal first tokens
         pair_losses: dict[tuple[int, int], torch.Tensor] = {}
-        if len(self.clr_proj):
+        if len(self.clr_proj) and self.config.contrastive:
             z = torch.stack([self.clr_proj[m.value](uni[m][:, 0]) for m in self.order], 1)  # [B, M, clr]
             G = self.harmonizer.pair_row_scale(z, present)
             for i in range(len(self.order)):
@@ -505,7 +513,7 @@ class Scale(Adapter):
 
         # masked tasks on the joint outputs
         masked_losses: dict[int, torch.Tensor] = {}
-        for i, m in enumerate(self.order):
+        for i, m in enumerate(self.order if self.config.pretext else ()):
             inp, s = inputs[m], starts[m]
             if m in (Modality.T, Modality.Tab):
                 labels = inp["labels"]

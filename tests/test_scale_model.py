@@ -270,3 +270,27 @@ def test_regression_losses_do_not_depend_on_feature_scale():
     assert abs(a["mam"].item() - b["mam"].item()) < 1e-2 * a["mam"].item()
     raw = build(dropout=0.0, standardize_features=False).pretrain_step(big, torch.Generator().manual_seed(0))
     assert raw["mam"].item() > 1000 * b["mam"].item()
+
+
+@pytest.mark.parametrize("switches,expected", [
+    ({"pretext": False}, {"simcl"}),
+    ({"contrastive": False}, {"mlm", "mem", "mrp", "mfp", "mam"}),
+])
+def test_simcl_ablation_switches_drop_a_loss_family(switches, expected):
+    """The SIMCL table's rows: pretext tasks only, or the contrastive loss only (inputs then unmasked)."""
+    model = build(dropout=0.0, **switches)
+    batch = random_batch(SPEC, FIVE, batch_size=12, missing=0.0, seed=1)
+    out = model.pretrain_step(batch, torch.Generator().manual_seed(0))
+    tasks = {k for k in out if k != "loss" and "/" not in k}
+    assert tasks == expected
+    hist = train(model, batch, 10)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    if not switches.get("pretext", True):  # no masking: the masking generator no longer matters
+        a = model.pretrain_step(batch, torch.Generator().manual_seed(1))["loss"]
+        b = model.pretrain_step(batch, torch.Generator().manual_seed(2))["loss"]
+        assert torch.equal(a, b)
+
+
+def test_both_loss_families_off_is_refused():
+    with pytest.raises(ValueError, match="nothing to pretrain"):
+        small(pretext=False, contrastive=False)
