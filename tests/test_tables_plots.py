@@ -99,21 +99,24 @@ def test_cli_plot_updates_the_page(tmp_path):
     assert "](figures/harmonization.png)" in page and "t-SNE" in page and "not drawn yet" in page
 
 
-def test_harmonizer_state_as_logged_by_scale_becomes_two_panels():
-    """The real `Harmonizer.state_for_log` layout: S matrix, weights as a term dict, labels in `names`."""
+@pytest.mark.parametrize("mode,second,key", [("learned", "logit multipliers", "logit_scales"),
+                                              ("loss_weights", "loss weights", "weights")])
+def test_harmonizer_state_as_logged_by_scale_becomes_two_panels(mode, second, key):
+    """The real `Harmonizer.state_for_log` layout: S matrix, the mode's term dict (SIMCL logit
+    multipliers or loss weights), labels in `names`."""
     import torch
 
     from bench.nn.harmonize import Harmonizer
 
-    h = Harmonizer(["T", "I", "Tab"], "learned")
+    h = Harmonizer(["T", "I", "Tab"], mode)
     with torch.no_grad():
         h.S.copy_(torch.arange(9, dtype=torch.float32).reshape(3, 3) / 10)
     state = h.state_for_log()
     panels = plots.harmonize_panels({"extra": {"harmonize": state}})
-    assert [p[0] for p in panels] == ["learned S", "loss weights"]
+    assert [p[0] for p in panels] == ["learned S", second]
     title, w, labels = panels[1]
     assert labels == ["T", "I", "Tab"]
-    assert w[0, 1] == pytest.approx(state["weights"]["T-I"]) and w[2, 2] == pytest.approx(state["weights"]["Tab"])
+    assert w[0, 1] == pytest.approx(state[key]["T-I"]) and w[2, 2] == pytest.approx(state[key]["Tab"])
     assert np.isnan(w[1, 0])  # no term below the diagonal
     assert np.isnan(panels[0][1][2, 0]) and panels[0][1][0, 2] == pytest.approx(0.2)  # unused half of S blanked
     assert plots.harmonize_panels({"extra": {"harmonize": Harmonizer(["T", "I"], "uniform").state_for_log()}}) == []
