@@ -45,7 +45,9 @@ def test_committed_tier_is_valid_and_small():
     models = {c.model for c in tier.cells}
     assert {"scale", "bert", "clip"} <= models
     # SCALE on all five modalities, trained longer than the preset (a few hundred steps on mini)
-    assert CellSpec.make("scale", "I,T,Tab,V,A", "subset", {"epochs": 24}) in tier.cells
+    assert CellSpec.make("scale", "I,T,Tab,V,A", "subset", {"epochs": 24, "eval_fraction": 0.5}) in tier.cells
+    # a larger evaluation split (not a larger catalog) gives the per-query comparisons their power
+    assert all(c.overrides_dict.get("eval_fraction") == "0.5" for c in tier.cells)
     assert set(tier.seeds) <= set(tier.update_seeds) and len(tier.update_seeds) >= 2
     assert tier.wants("pretrain/coarse/mAP@1[m5product]") and not tier.wants("pretrain/cluster/NMI_std")
 
