@@ -8,14 +8,21 @@ Order of a returned list: descending score, and among equal scores the lower gal
 (the order Python's stable ``sorted(..., reverse=True)`` / ``heapq.nlargest`` gives, which is what
 the official script uses). Both backends apply this rule to exact ties, also at the top-k boundary.
 
-Backends: ``faiss`` (``IndexFlatIP``: BLAS blocks with the top-k heaps filled while a block is still
-in cache, so it costs about one bare matmul) and ``torch`` (one chunk x gallery matmul, then
-``topk``, a second pass over the score block: about 1.5x a bare matmul at k = 560, see
-``benchmarks/test_bench_eval.py``). ``auto``, the default, is faiss when ``faiss-cpu`` imports (it is
-a dependency) and torch otherwise. The two compute float32 dot products with different BLAS
-blocking, so a score can differ in the last bit and *near*-ties may order differently between them;
-exact ties cannot. A faiss row whose k-th and (k+1)-th scores tie is recomputed by the torch path,
-which resolves boundary ties exactly.
+Backends:
+
+* ``select`` (the default, ``auto``): one chunk x gallery float32 matmul into a reused buffer, then
+  :func:`bench.eval.select.select_topk` (a sampled per-row threshold, one comparison pass, an exact
+  sort of the ~2k survivors). Its cost is the matmul plus a few memory-bound passes whatever k is, so
+  it does not hinge on one CPU's BLAS or heap speed. Same scores as ``torch``, bit for bit.
+* ``torch``: the same matmul, then ``topk``, whose cost at k = 560 is about that of the matmul itself
+  (kept as the plain reference the other backends are tested against).
+* ``faiss`` (``IndexFlatIP``: BLAS blocks with top-k heaps; near the matmul on some CPUs, 3.4x it on
+  others at k = 560, see ``benchmarks/test_bench_eval.py``).
+
+faiss computes float32 dot products with different BLAS blocking, so a score can differ from the
+torch matmul in the last bit and *near*-ties may order differently; exact ties cannot. A faiss row
+whose k-th and (k+1)-th scores tie is recomputed by the torch path, which resolves boundary ties
+exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BACKENDS = ("auto", "torch", "faiss")
+from bench.eval.select import select_topk
+
+BACKENDS = ("auto", "select", "torch", "faiss")
 _TIE_BLOCK = 64
 
 
@@ -59,17 +68,27 @@ def _order_by_score_then_index(index: torch.Tensor, score: torch.Tensor, n_galle
     return index, score
 
 
+def _exclude_self(sims: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
+    """Score of each query's own gallery row (NaN if none), then that entry of ``sims`` set to -inf."""
+    self_score = torch.full((sims.shape[0],), float("nan"), dtype=sims.dtype)
+    rows = torch.nonzero(self_index >= 0).flatten()
+    if len(rows):
+        cols = self_index[rows]
+        self_score[rows] = sims[rows, cols]
+        sims[rows, cols] = float("-inf")
+    return self_score
+
+
 def resolve_backend(backend: str) -> str:
-    """``auto`` -> ``faiss`` when faiss-cpu imports, else ``torch``; other names are checked and returned."""
+    """``auto`` -> ``select``; other names are checked and returned.
+
+    ``select`` is the default on every CPU rather than a per-machine pick: measured on an AMD EPYC
+    where faiss is at its best it is still faster than faiss, and where faiss is slow (Intel Xeon,
+    3.4x the matmul at k = 560) it stays a matmul plus a few cheap passes.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "auto":
-        return backend
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return "torch"
-    return "faiss"
+    return "select" if backend == "auto" else backend
 
 
 class GallerySearcher:
@@ -77,8 +96,9 @@ class GallerySearcher:
 
     Args:
         gallery: (G, d) float32 tensor (already normalised if cosine is wanted).
-        backend: ``"auto"`` (faiss if installed, else torch), ``"torch"`` (matmul + topk) or
-            ``"faiss"`` (IndexFlatIP); :attr:`backend` holds the resolved name.
+        backend: ``"auto"`` (= ``"select"``), ``"select"`` (matmul + threshold selection),
+            ``"torch"`` (matmul + topk) or ``"faiss"`` (IndexFlatIP); :attr:`backend` holds the
+            resolved name.
         mem_budget_bytes: bound on the score block of the torch path (faiss rows redone exactly for a
             boundary tie go through it in blocks of this size).
     """
@@ -90,6 +110,7 @@ class GallerySearcher:
         self.n = int(gallery.shape[0])
         self.backend = backend
         self._index = None
+        self._buffer: torch.Tensor | None = None  # select: score block reused across chunks
         if backend == "faiss":
             try:
                 import faiss
@@ -103,17 +124,38 @@ class GallerySearcher:
         k = max(1, min(int(k), self.n))
         if self.backend == "faiss":
             return self._search_faiss(query, k, self_index)
+        if self.backend == "select":
+            return self._search_select(query, k, self_index)
         return self._search_torch(query, k, self_index)
+
+    @property
+    def needs_score_block(self) -> bool:
+        """Whether a search materialises the chunk x gallery score block (sizes the query chunks)."""
+        return self.backend != "faiss"
+
+    def _score_block(self, query: torch.Tensor) -> torch.Tensor:
+        """``query @ gallery.T`` into a buffer kept between calls.
+
+        A fresh block of a few hundred MiB per chunk is handed back to the OS and faulted in again
+        every time (about 15% of the matmul's time, measured); the same BLAS call writes the same
+        bits into the reused buffer.
+        """
+        c = query.shape[0]
+        if self._buffer is None or self._buffer.shape[0] < c:
+            self._buffer = None  # release the old block before allocating the larger one
+            self._buffer = torch.empty((c, self.n), dtype=torch.float32)
+        return torch.matmul(query, self.gallery.T, out=self._buffer[:c])
+
+    def _search_select(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
+        sims = self._score_block(query)
+        self_score = _exclude_self(sims, self_index)
+        index, score = select_topk(sims, k)
+        index = torch.where(torch.isinf(score) & (score < 0), torch.full_like(index, -1), index)
+        return ChunkNeighbors(index=index, score=score, self_score=self_score)
 
     def _search_torch(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
         sims = query @ self.gallery.T  # (c, G): the only chunk x gallery allocation
-        c = sims.shape[0]
-        self_score = torch.full((c,), float("nan"), dtype=sims.dtype)
-        rows = torch.nonzero(self_index >= 0).flatten()
-        if len(rows):
-            cols = self_index[rows]
-            self_score[rows] = sims[rows, cols]
-            sims[rows, cols] = float("-inf")
+        self_score = _exclude_self(sims, self_index)
         take = min(k + 1, self.n)  # one extra column detects a tie straddling the k-th place
         score, index = sims.topk(take, dim=1, largest=True, sorted=True)
         if take > k:

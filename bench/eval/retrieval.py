@@ -107,9 +107,10 @@ def retrieval_metrics(
         ks: cut-offs K.
         max_topk: length of the official script's ranked list before the query is removed.
         normalize: L2-normalise both sides (cosine) instead of the raw dot product.
-        backend: kNN search: ``"auto"`` (faiss if installed, else torch), ``"faiss"`` or ``"torch"``;
-            both apply the tie rule to exact ties and differ at most on last-bit near-ties
-            (:mod:`bench.eval.knn`). The resolved name is recorded in the definitions.
+        backend: kNN search: ``"auto"`` (= ``"select"``), ``"select"``, ``"torch"`` or ``"faiss"``;
+            all apply the tie rule to exact ties, select and torch give identical lists, faiss may
+            differ on last-bit near-ties (:mod:`bench.eval.knn`). The resolved name is recorded in
+            the definitions.
         mem_budget_bytes: bound on the chunk x gallery score block.
         per_query: also return per-query values (NaN where a query is not scored).
 
@@ -194,7 +195,7 @@ def retrieval_metrics(
     searcher = GallerySearcher(g, backend=backend, mem_budget_bytes=mem_budget_bytes)
     backend = searcher.backend
     chunk = choose_chunk_size(n_g, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
-                              score_block=backend == "torch")
+                              score_block=searcher.needs_score_block)
     ranks = None
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
