@@ -61,23 +61,42 @@ def _candidates(block: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, np.ndar
     return flat, np.bincount(flat // block.shape[1], minlength=block.shape[0])
 
 
+def _descending_keys(values: np.ndarray) -> np.ndarray:
+    """int64 keys whose ascending order is the descending order of float32 ``values`` (equal floats, equal keys).
+
+    The float's bits read as int32 order non-negative floats; flipping the magnitude bits of negative
+    ones orders those too; ``~`` reverses the order. -0.0 is made +0.0 first (they compare equal).
+    """
+    bits = (values + np.float32(0.0)).view(np.int32)
+    ascending = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
+    return (~ascending).astype(np.int64)
+
+
 def _sort_candidates(block: np.ndarray, flat: np.ndarray, counts: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first k candidates of each row by (score descending, column ascending).
 
     Candidates are laid out one row per line in ascending column order (``flatnonzero`` order), padded
-    with -inf; a stable descending sort then puts equal scores in column order, padding last.
+    with -inf. Each gets one integer key, the score's descending key shifted left with its place in the
+    line below it: keys are distinct, so numpy's fast unstable integer sort gives the (score desc,
+    column asc) order -- about 3x faster here than a stable sort of the scores.
     """
-    rows, cols = np.divmod(flat, block.shape[1])
+    n_rows, n = block.shape
+    rows, cols = np.divmod(flat, n)
     starts = np.cumsum(counts) - counts
     pos = np.arange(len(flat)) - np.repeat(starts, counts)
     width = int(counts.max())
-    pad_score = torch.full((block.shape[0], width), float("-inf"))
-    pad_col = torch.zeros((block.shape[0], width), dtype=torch.int64)
-    r, p = torch.from_numpy(rows), torch.from_numpy(pos)
-    pad_score[r, p] = torch.from_numpy(block.reshape(-1)[flat])
-    pad_col[r, p] = torch.from_numpy(cols)
-    score, perm = pad_score.sort(dim=1, descending=True, stable=True)
-    return pad_col.gather(1, perm[:, :k]), score[:, :k].contiguous()
+    shift = max(1, (width - 1).bit_length())  # 32 + shift bits: fits int64 for any line of < 2**31 entries
+    pad_col = np.zeros((n_rows, width), dtype=np.int64)
+    pad_score = np.full((n_rows, width), -np.inf, dtype=np.float32)
+    lin = rows * width + pos
+    pad_col.reshape(-1)[lin] = cols
+    pad_score.reshape(-1)[lin] = block.reshape(-1)[flat]
+    keys = (_descending_keys(pad_score) << shift) | np.arange(width, dtype=np.int64)
+    keys.sort(axis=1)
+    place = keys[:, :k] & ((1 << shift) - 1)
+    index = np.take_along_axis(pad_col, place, axis=1)
+    score = np.take_along_axis(pad_score, place, axis=1)
+    return torch.from_numpy(index), torch.from_numpy(score)
 
 
 def select_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
