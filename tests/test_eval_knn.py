@@ -102,6 +102,16 @@ def test_score_buffer_is_reused_and_grows():
     assert s._buffer is not None and s._buffer.shape == (50, 500)
 
 
+def test_chunks_wider_than_one_score_block_match_torch():
+    # select scores a chunk in row blocks of _SELECT_ROWS; the torch path scores it in one matmul
+    from bench.eval.knn import _SELECT_ROWS
+
+    rng = np.random.default_rng(3)
+    g = torch.from_numpy(rng.normal(size=(2000, 64)).astype(np.float32))
+    n_q = 2 * _SELECT_ROWS + 17
+    _assert_same(g[:n_q], g, 25, torch.arange(n_q))
+
+
 def test_select_chunks_are_sized_by_the_score_block():
     g = torch.zeros(1000, 4)
     assert GallerySearcher(g, backend="select").needs_score_block

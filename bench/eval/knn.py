@@ -36,6 +36,7 @@ from bench.eval.select import select_topk
 
 BACKENDS = ("auto", "select", "torch", "faiss")
 _TIE_BLOCK = 64
+_SELECT_ROWS = 320
 
 
 @dataclass
@@ -147,9 +148,15 @@ class GallerySearcher:
         return torch.matmul(query, self.gallery.T, out=self._buffer[:c])
 
     def _search_select(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
-        sims = self._score_block(query)
-        self_score = _exclude_self(sims, self_index)
-        index, score = select_topk(sims, k)
+        parts = []
+        # row blocks of at most _SELECT_ROWS: the matmul is as fast as on the whole chunk (measured,
+        # 320 vs 615 rows) and the score buffer, the evaluator's largest allocation, is half as large
+        for r0 in range(0, query.shape[0], _SELECT_ROWS):
+            sims = self._score_block(query[r0 : r0 + _SELECT_ROWS])
+            self_score = _exclude_self(sims, self_index[r0 : r0 + _SELECT_ROWS])
+            index, score = select_topk(sims, k)
+            parts.append((index, score, self_score))
+        index, score, self_score = (torch.cat(p) for p in zip(*parts)) if len(parts) > 1 else parts[0]
         index = torch.where(torch.isinf(score) & (score < 0), torch.full_like(index, -1), index)
         return ChunkNeighbors(index=index, score=score, self_score=self_score)
 
