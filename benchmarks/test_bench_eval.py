@@ -211,4 +211,5 @@ def test_peak_memory_10k_x_100k(benchmark, backend):
     out = benchmark.pedantic(child, rounds=1, iterations=1)
     benchmark.extra_info.update(out, backend=backend, threads=THREADS)
     print(f"\npeak RSS ({backend}): {out}")
-    assert out["peak_rss_gib"] <= 2.0
+    # the default is held to the 1 GiB target; the torch reference path only to a sanity bound
+    assert out["peak_rss_gib"] <= (1.0 if backend == "auto" else 2.0)
