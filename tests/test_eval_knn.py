@@ -150,3 +150,22 @@ def test_retrieval_metrics_identical_for_select_and_torch():
     assert a.metrics == b.metrics
     for key, v in a.per_query.items():
         np.testing.assert_array_equal(v, b.per_query[key])
+
+
+def test_tied_rows_are_sorted_a_few_rows_at_a_time(monkeypatch):
+    # a constant block ties every column: candidates are sorted in row groups under the limit
+    monkeypatch.setattr(select, "_SORT_ELEMS", 2500)
+    sizes: list[int] = []
+    real = select._sort_candidates
+
+    def spy(block, flat, counts, k):
+        sizes.append(int(counts.sum()))
+        return real(block, flat, counts, k)
+
+    monkeypatch.setattr(select, "_sort_candidates", spy)
+    scores = torch.zeros(7, 1000)
+    scores[3, 500] = 1.0
+    index, score = select.select_topk(scores, 5)
+    assert max(sizes) <= 2500 and len(sizes) >= 3
+    assert index[0].tolist() == [0, 1, 2, 3, 4] and index[3].tolist() == [500, 0, 1, 2, 3]
+    assert score[3].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]

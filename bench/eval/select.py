@@ -27,6 +27,9 @@ _SEGMENT, _STRIDE = 64, 32
 _SMALL_ROW, _SMALL_SEGMENT, _SMALL_STRIDE = 16384, 1, 4
 # Elements compared per pass: the boolean mask and the candidate lists stay a few MiB.
 _BLOCK_ELEMS = 1 << 22
+# Candidates sorted at once (~60 bytes each with the padded lines and keys): rows tied over their
+# whole width (a constant embedding) are sorted a few rows at a time instead of as one huge block.
+_SORT_ELEMS = 1 << 20
 
 
 def sample_threshold(scores: torch.Tensor, k: int) -> torch.Tensor | None:
@@ -130,5 +133,20 @@ def select_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
             t = t.copy()
             t[short] = _kth_largest(scores[r0 + torch.from_numpy(short)], k).numpy()
             flat, counts = _candidates(block, t)
-        index[r0:r1], score[r0:r1] = _sort_candidates(block, flat, counts, k)
+        for a, b in _row_groups(counts, _SORT_ELEMS):
+            lo, hi = int(counts[:a].sum()), int(counts[:b].sum())
+            index[r0 + a : r0 + b], score[r0 + a : r0 + b] = _sort_candidates(
+                block[a:b], flat[lo:hi] - a * n, counts[a:b], k)
     return index, score
+
+
+def _row_groups(counts: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges holding at most ``limit`` candidates each (at least one row per range)."""
+    groups, start, total = [], 0, 0
+    for row, cnt in enumerate(counts.tolist()):
+        if row > start and total + cnt > limit:
+            groups.append((start, row))
+            start, total = row, 0
+        total += cnt
+    groups.append((start, len(counts)))
+    return groups
