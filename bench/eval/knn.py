@@ -6,13 +6,13 @@ matrix is never built.
 
 Order of a returned list: descending score, and among equal scores the lower gallery index first
 (the order Python's stable ``sorted(..., reverse=True)`` / ``heapq.nlargest`` gives, which is what
-the official script uses). Both backends apply this rule to exact ties, also at the top-k boundary.
+the official script uses). Every backend applies this rule to exact ties, also at the top-k boundary.
 
 Backends:
 
 * ``select`` (the default, ``auto``): one chunk x gallery float32 matmul into a reused buffer, then
   :func:`bench.eval.select.select_topk` (a sampled per-row threshold, one comparison pass, an exact
-  sort of the ~2k survivors). Its cost is the matmul plus a few memory-bound passes whatever k is, so
+  sort of the survivors, about 2 x k of them). Its cost is the matmul plus a few memory-bound passes whatever k is, so
   it does not hinge on one CPU's BLAS or heap speed. Same scores as ``torch``, bit for bit.
 * ``torch``: the same matmul, then ``topk``, whose cost at k = 560 is about that of the matmul itself
   (kept as the plain reference the other backends are tested against).
@@ -83,9 +83,12 @@ def _exclude_self(sims: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
 def resolve_backend(backend: str) -> str:
     """``auto`` -> ``select``; other names are checked and returned.
 
-    ``select`` is the default on every CPU rather than a per-machine pick: measured on an AMD EPYC
-    where faiss is at its best it is still faster than faiss, and where faiss is slow (Intel Xeon,
-    3.4x the matmul at k = 560) it stays a matmul plus a few cheap passes.
+    ``select`` is the default on every CPU rather than a per-machine pick. Its cost is the float32
+    matmul plus passes that do not grow with k, so it stays near the matmul where faiss' heaps are slow
+    (3.4x the matmul at k = 560 on an Intel Xeon) and is on par with faiss where faiss is at its best
+    (an AMD EPYC, within a few percent either way). A timed pick would gain at most those few percent
+    and make the lists depend on a timing: faiss orders last-bit near-ties differently, while
+    ``select`` returns exactly what the ``torch`` reference path returns.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -101,7 +104,8 @@ class GallerySearcher:
             ``"torch"`` (matmul + topk) or ``"faiss"`` (IndexFlatIP); :attr:`backend` holds the
             resolved name.
         mem_budget_bytes: bound on the score block of the torch path (faiss rows redone exactly for a
-            boundary tie go through it in blocks of this size).
+            boundary tie go through it in blocks of this size). ``select`` holds at most
+            ``_SELECT_ROWS`` rows of the chunk it is given (sized by the caller from this budget).
     """
 
     def __init__(self, gallery: torch.Tensor, backend: str = "auto", mem_budget_bytes: int = 256 << 20) -> None:
