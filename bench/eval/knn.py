@@ -12,8 +12,9 @@ Backends:
 
 * ``select`` (the default, ``auto``): one chunk x gallery float32 matmul into a reused buffer, then
   :func:`bench.eval.select.select_topk` (a sampled per-row threshold, one comparison pass, an exact
-  sort of the survivors, about 2 x k of them). Its cost is the matmul plus a few memory-bound passes whatever k is, so
-  it does not hinge on one CPU's BLAS or heap speed. Same scores as ``torch``, bit for bit.
+  sort of the survivors, about 2 x k of them). Its cost is the matmul plus a few memory-bound
+  passes whatever k is, so it does not hinge on one CPU's heap speed. Same scores as ``torch``,
+  bit for bit.
 * ``torch``: the same matmul, then ``topk``, whose cost at k = 560 is about that of the matmul itself
   (kept as the plain reference the other backends are tested against).
 * ``faiss`` (``IndexFlatIP``: BLAS blocks with top-k heaps; near the matmul on some CPUs, 3.4x it on
@@ -84,11 +85,12 @@ def resolve_backend(backend: str) -> str:
     """``auto`` -> ``select``; other names are checked and returned.
 
     ``select`` is the default on every CPU rather than a per-machine pick. Its cost is the float32
-    matmul plus passes that do not grow with k, so it stays near the matmul where faiss' heaps are slow
-    (3.4x the matmul at k = 560 on an Intel Xeon) and is on par with faiss where faiss is at its best
-    (an AMD EPYC, within a few percent either way). A timed pick would gain at most those few percent
-    and make the lists depend on a timing: faiss orders last-bit near-ties differently, while
-    ``select`` returns exactly what the ``torch`` reference path returns.
+    matmul plus passes that do not grow with k (about 1.0x the bare matmul), so it stays near the
+    matmul where faiss' heaps are slow (faiss: 3.4x the matmul at k = 560 on an Intel Xeon). Where
+    faiss is at its best (an AMD EPYC, whose faiss BLAS outruns torch's) faiss needs 8-13% less CPU
+    time than ``select`` (``benchmarks/test_bench_eval.py``). A timed pick would win those 8-13% on
+    such CPUs only, and would make the returned lists depend on a timing: faiss orders last-bit
+    near-ties differently, while ``select`` returns exactly what the ``torch`` reference path returns.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
