@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 
 import numpy as np
 import pytest
@@ -15,13 +16,22 @@ from bench.eval.retrieval import retrieval_metrics
 KS = (1, 5, 17, 40)
 
 
-def _assert_same(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor) -> None:
+def _assert_same(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor,
+                 default: bool = True) -> None:
+    """select == torch bit for bit; the default (auto: select or faiss, as timed here) == torch on the
+    lists where scores tie exactly (faiss may order last-bit near-ties differently)."""
     a = GallerySearcher(gallery, backend="torch").search(query, k, self_index)
-    b = GallerySearcher(gallery, backend="auto").search(query, k, self_index)
+    b = GallerySearcher(gallery, backend="select").search(query, k, self_index)
     assert torch.equal(a.index, b.index), k
     assert torch.equal(a.score, b.score), k
     assert torch.equal(a.self_score.isnan(), b.self_score.isnan())
     assert torch.equal(a.self_score.nan_to_num(), b.self_score.nan_to_num())
+    if not default:
+        return
+    for backend in ("auto", "faiss"):  # whichever auto picked here, both candidates are checked
+        c = GallerySearcher(gallery, backend=backend).search(query, k, self_index)
+        assert torch.equal(a.index, c.index), (backend, k)
+        torch.testing.assert_close(c.score, a.score)  # faiss' BLAS may differ in the last bit
 
 
 def _k_equals_r(gallery: torch.Tensor, labels: np.ndarray, self_index: np.ndarray) -> None:
@@ -55,13 +65,13 @@ def test_default_on_exact_duplicates_in_scrambled_order(n):
     _k_equals_r(g, labels, rng.choice(n, 16, replace=False))
 
 
-def test_default_equals_torch_on_random_data_and_k_up_to_the_gallery():
+def test_select_equals_torch_on_random_data_and_k_up_to_the_gallery():
     rng = np.random.default_rng(1)
     g = torch.from_numpy(rng.normal(size=(300, 16)).astype(np.float32))
     self_index = torch.from_numpy(rng.integers(-1, 300, 40))
     for k in (1, 10, 150, 299, 300):  # k = 300 with the own row excluded: -1 at the end
-        _assert_same(g[:40], g, k, self_index)
-    nb = GallerySearcher(g, backend="auto").search(g[:3], 300, torch.tensor([0, 1, 2]))
+        _assert_same(g[:40], g, k, self_index, default=False)
+    nb = GallerySearcher(g, backend="select").search(g[:3], 300, torch.tensor([0, 1, 2]))
     assert (nb.index[:, -1] == -1).all() and (nb.index[:, :-1] >= 0).all()
 
 
@@ -109,7 +119,7 @@ def test_chunks_wider_than_one_score_block_match_torch():
     rng = np.random.default_rng(3)
     g = torch.from_numpy(rng.normal(size=(2000, 64)).astype(np.float32))
     n_q = 2 * _SELECT_ROWS + 17
-    _assert_same(g[:n_q], g, 25, torch.arange(n_q))
+    _assert_same(g[:n_q], g, 25, torch.arange(n_q), default=False)
 
 
 def test_select_chunks_are_sized_by_the_score_block():
@@ -119,10 +129,39 @@ def test_select_chunks_are_sized_by_the_score_block():
     assert choose_chunk_size(1000, 10, 4000 * 8 + 64 * 11 * 8) == 8
 
 
-def test_auto_is_select_without_faiss_and_recorded(monkeypatch):
+def test_auto_is_timed_once_cached_and_recorded(monkeypatch, tmp_path):
+    from bench.eval import knn_choice
+
+    monkeypatch.setenv("M5BENCH_HOME", str(tmp_path))
+    monkeypatch.setattr(knn_choice, "_memo", {})
+    timings = iter([{"select": 1.0, "faiss": 0.5}])
+    monkeypatch.setattr(knn_choice, "_time_backends", lambda: next(timings))  # a second timing would raise
+    assert resolve_backend("auto") == "faiss"
+    monkeypatch.setattr(knn_choice, "_memo", {})  # a new process: reads the cache, does not time again
+    assert resolve_backend("auto") == "faiss"
+    cached = json.loads((tmp_path / "knn_backend.json").read_text())
+    assert cached[knn_choice.machine_key()]["seconds"] == {"select": 1.0, "faiss": 0.5}
     x = np.eye(4, dtype=np.float32)
     res = retrieval_metrics(x, x, {"c": ([0, 0, 1, 1], [0, 0, 1, 1])}, query_gallery_index=np.arange(4))
-    assert res.definitions["_settings"]["knn_backend"] == "select"
+    assert res.definitions["_settings"]["knn_backend"] == "faiss"
+    assert res.definitions["_settings"]["knn_backend_choice"]["seconds"]["faiss"] == 0.5
+    with pytest.raises(ValueError, match="unknown knn backend 'fais'"):
+        resolve_backend("fais")
+
+
+def test_auto_keeps_select_unless_faiss_is_clearly_faster(monkeypatch, tmp_path):
+    from bench.eval import knn_choice
+
+    monkeypatch.setenv("M5BENCH_HOME", str(tmp_path))
+    monkeypatch.setattr(knn_choice, "_memo", {})
+    monkeypatch.setattr(knn_choice, "_time_backends", lambda: {"select": 1.0, "faiss": 0.97})  # within noise
+    assert resolve_backend("auto") == "select"
+
+
+def test_auto_is_select_without_faiss(monkeypatch):
+    from bench.eval import knn_choice
+
+    monkeypatch.setattr(knn_choice, "_memo", {})
     real_import = builtins.__import__
 
     def no_faiss(name, *args, **kwargs):
@@ -132,9 +171,15 @@ def test_auto_is_select_without_faiss_and_recorded(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_faiss)
     assert resolve_backend("auto") == "select"
-    with pytest.raises(ValueError, match="unknown knn backend 'fais'"):
-        resolve_backend("fais")
     GallerySearcher(torch.eye(4), backend="auto").search(torch.eye(2, 4), 2, torch.tensor([0, 1]))
+
+
+def test_the_timing_runs_both_backends_on_a_small_job(monkeypatch):
+    from bench.eval import knn_choice
+
+    monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
+    seconds = knn_choice._time_backends()
+    assert set(seconds) == {"select", "faiss"} and all(v >= 0 for v in seconds.values())
 
 
 def test_retrieval_metrics_identical_for_select_and_torch():

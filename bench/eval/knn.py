@@ -10,15 +10,18 @@ the official script uses). Every backend applies this rule to exact ties, also a
 
 Backends:
 
-* ``select`` (the default, ``auto``): one chunk x gallery float32 matmul into a reused buffer, then
+* ``select``: one chunk x gallery float32 matmul into a reused buffer, then
   :func:`bench.eval.select.select_topk` (a sampled per-row threshold, one comparison pass, an exact
   sort of the survivors, about 2 x k of them). Its cost is the matmul plus a few memory-bound
   passes whatever k is, so it does not hinge on one CPU's heap speed. Same scores as ``torch``,
   bit for bit.
 * ``torch``: the same matmul, then ``topk``, whose cost at k = 560 is about that of the matmul itself
   (kept as the plain reference the other backends are tested against).
-* ``faiss`` (``IndexFlatIP``: BLAS blocks with top-k heaps; near the matmul on some CPUs, 3.4x it on
-  others at k = 560, see ``benchmarks/test_bench_eval.py``).
+* ``faiss`` (``faiss.knn``, the search of ``IndexFlatIP``: BLAS blocks with top-k heaps; below the
+  torch matmul on some CPUs, 3.4x it on others at k = 560, see ``benchmarks/test_bench_eval.py``).
+
+``auto`` (the default) is whichever of ``select`` and faiss a short timing on first use found faster
+on this machine (:mod:`bench.eval.knn_choice`).
 
 faiss computes float32 dot products with different BLAS blocking, so a score can differ from the
 torch matmul in the last bit and *near*-ties may order differently; exact ties cannot. A faiss row
@@ -82,19 +85,19 @@ def _exclude_self(sims: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_backend(backend: str) -> str:
-    """``auto`` -> ``select``; other names are checked and returned.
+    """``auto`` -> the backend timed fastest on this machine (:mod:`bench.eval.knn_choice`, cached);
+    other names are checked and returned.
 
-    ``select`` is the default on every CPU rather than a per-machine pick. Its cost is the float32
-    matmul plus passes that do not grow with k (about 1.0x the bare matmul), so it stays near the
-    matmul where faiss' heaps are slow (faiss: 3.4x the matmul at k = 560 on an Intel Xeon). Where
-    faiss is at its best (an AMD EPYC, whose faiss BLAS outruns torch's) faiss needs 8-13% less CPU
-    time than ``select`` (``benchmarks/test_bench_eval.py``). A timed pick would win those 8-13% on
-    such CPUs only, and would make the returned lists depend on a timing: faiss orders last-bit
-    near-ties differently, while ``select`` returns exactly what the ``torch`` reference path returns.
+    ``select`` costs about one float32 matmul on every CPU; faiss is 3.4x the matmul on some CPUs
+    (Intel Xeon, k = 560) and faster than ``select`` on others (AMD EPYC), so no constant is right.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return "select" if backend == "auto" else backend
+    if backend != "auto":
+        return backend
+    from bench.eval.knn_choice import auto_choice  # imports knn: resolved at call time
+
+    return auto_choice()["backend"]
 
 
 class GallerySearcher:
@@ -102,8 +105,8 @@ class GallerySearcher:
 
     Args:
         gallery: (G, d) float32 tensor (already normalised if cosine is wanted).
-        backend: ``"auto"`` (= ``"select"``), ``"select"`` (matmul + threshold selection),
-            ``"torch"`` (matmul + topk) or ``"faiss"`` (IndexFlatIP); :attr:`backend` holds the
+        backend: ``"auto"`` (timed per machine), ``"select"`` (matmul + threshold selection),
+            ``"torch"`` (matmul + topk) or ``"faiss"`` (``faiss.knn``); :attr:`backend` holds the
             resolved name.
         mem_budget_bytes: bound on the score block of the torch path (faiss rows redone exactly for a
             boundary tie go through it in blocks of this size). ``select`` holds at most
@@ -116,15 +119,16 @@ class GallerySearcher:
         self.gallery = gallery.contiguous()
         self.n = int(gallery.shape[0])
         self.backend = backend
-        self._index = None
+        self._index: np.ndarray | None = None  # faiss: the gallery as the array faiss.knn reads
         self._buffer: torch.Tensor | None = None  # select: score block reused across chunks
         if backend == "faiss":
             try:
                 import faiss
             except ImportError as exc:  # optional dependency
                 raise ValueError("knn backend 'faiss' needs the faiss-cpu package (pip install faiss-cpu)") from exc
-            self._index = faiss.IndexFlatIP(int(gallery.shape[1]))
-            self._index.add(np.ascontiguousarray(self.gallery.numpy(), dtype=np.float32))
+            # faiss.knn is IndexFlatIP's search (same kernel, same results) on the caller's array: an
+            # index would hold a second copy of the gallery (100 MB at 100k x 256)
+            self._index = np.ascontiguousarray(self.gallery.numpy(), dtype=np.float32)
 
     def search(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
         """Top-``k`` gallery rows for each query row, never returning the row ``self_index`` (-1: none)."""
@@ -197,7 +201,9 @@ class GallerySearcher:
     def _search_faiss(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
         q = np.ascontiguousarray(query.numpy(), dtype=np.float32)
         take = min(k + 2, self.n)  # room for the query's own row and one column past the k-th
-        dist, idx = self._index.search(q, take)
+        import faiss
+
+        dist, idx = faiss.knn(q, self._index, take, metric=faiss.METRIC_INNER_PRODUCT)
         score = torch.from_numpy(dist)
         index = torch.from_numpy(idx).to(torch.int64)
         c = q.shape[0]
