@@ -5,14 +5,16 @@ process and interleaved round by round:
 
 * ``mm``          bare chunked matmul of the queries against the gallery (same chunk size), nothing else;
 * ``ours``        ``retrieval_metrics`` coarse + fine, every definition, default backend (``auto``:
-                  faiss, which is installed with m5bench);
-* ``ours_torch``  the same with ``backend="torch"`` (matmul + topk, the fallback without faiss);
+                  ``select`` or faiss, whichever a cached timing found faster on this machine);
+* ``ours_select`` the same with ``backend="select"`` (matmul + sampled threshold + exact sort);
+* ``ours_torch``  the same with ``backend="torch"`` (matmul + topk, the exact reference path);
+* ``ours_faiss``  the same with ``backend="faiss"`` (the other candidate of ``auto``);
 * ``ours_coarse`` / ``ours_coarse_torch``  coarse labels only (the metric set PML computes, and more);
 * ``pml``         pytorch-metric-learning ``AccuracyCalculator(k="max_bin_count")`` with its default
                   faiss kNN: coarse precision_at_1, mean_average_precision_at_r, r_precision.
 
-Ratios (targets: ours/mm <= 1.3, ours_coarse/pml <= 1.0) go to ``extra_info`` and stdout. Peak RSS of the
-evaluator (target <= 2 GB) is measured in a fresh subprocess. Threads: ``M5BENCH_BENCH_THREADS``
+Ratios (targets: ours/mm <= 1.3, ours_coarse/pml <= 0.8) go to ``extra_info`` and stdout. Peak RSS of the
+evaluator (target <= 1 GiB at 10k x 100k, whole process) is measured in a fresh subprocess. Threads: ``M5BENCH_BENCH_THREADS``
 (default 1) for torch and faiss alike. The machine is shared: each row records the load average and
 this process's CPU time over wall time (< 1 means it waited for a core).
 
@@ -58,6 +60,20 @@ def _set_threads() -> None:
         pass
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (ratios between backends depend on it: faiss' heaps are fast on some CPUs only)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def _timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -91,6 +107,8 @@ def test_bench_retrieval(benchmark, n_gallery):
         "mm": mm,
         "ours": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi),
         "ours_torch": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="torch"),
+        "ours_faiss": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="faiss"),
+        "ours_select": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="select"),
         "ours_coarse": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi),
         "ours_coarse_torch": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi, backend="torch"),
         "pml": lambda: calc.get_accuracy(q_t, cat_f[:N_QUERY], g_t, cat_f, ref_includes_query=True),
@@ -127,6 +145,10 @@ def test_bench_retrieval(benchmark, n_gallery):
     ratios = {
         "ours/mm": wall["ours"] / wall["mm"],
         "ours_torch/mm": wall["ours_torch"] / wall["mm"],
+        "ours_faiss/mm": wall["ours_faiss"] / wall["mm"],
+        "ours/ours_faiss": wall["ours"] / wall["ours_faiss"],
+        "ours_select/mm": wall["ours_select"] / wall["mm"],
+        "ours_select/ours_faiss": wall["ours_select"] / wall["ours_faiss"],
         "ours_coarse/pml": wall["ours_coarse"] / wall["pml"],
         "ours_coarse_torch/pml": wall["ours_coarse_torch"] / wall["pml"],
     }
@@ -135,10 +157,15 @@ def test_bench_retrieval(benchmark, n_gallery):
     cpu_ratios = {
         "ours/mm": cpu["ours"] / cpu["mm"],
         "ours_torch/mm": cpu["ours_torch"] / cpu["mm"],
+        "ours_faiss/mm": cpu["ours_faiss"] / cpu["mm"],
+        "ours/ours_faiss": cpu["ours"] / cpu["ours_faiss"],
+        "ours_select/mm": cpu["ours_select"] / cpu["mm"],
+        "ours_select/ours_faiss": cpu["ours_select"] / cpu["ours_faiss"],
         "ours_coarse/pml": cpu["ours_coarse"] / cpu["pml"],
         "ours_coarse_torch/pml": cpu["ours_coarse_torch"] / cpu["pml"],
     }
-    info = {"default_backend": outs["ours"].definitions["_settings"]["knn_backend"], "n_query": N_QUERY, "n_gallery": n_gallery, "dim": DIM, "threads": THREADS, "rounds": ROUNDS,
+    info = {"default_backend": outs["ours"].definitions["_settings"]["knn_backend"],
+            "default_choice": outs["ours"].definitions["_settings"]["knn_backend_choice"], "cpu": _cpu_model(), "n_query": N_QUERY, "n_gallery": n_gallery, "dim": DIM, "threads": THREADS, "rounds": ROUNDS,
             "chunk": chunk, "wall_s": wall, "cpu_s": cpu,
             "cpu_over_wall": {k: cpu[k] / wall[k] for k in cpu}, "loadavg_1min": load, "ratios": ratios,
             "cpu_ratios": cpu_ratios,
@@ -157,8 +184,10 @@ import json, resource, sys, time
 import numpy as np, torch
 sys.path.insert(0, {bench_dir!r})
 from test_bench_eval import make_data, _set_threads, N_QUERY
+from bench.eval.knn import resolve_backend
 from bench.eval.retrieval import retrieval_metrics
 _set_threads()
+resolve_backend({backend!r})  # auto: the once-per-machine timing is not the evaluator's footprint
 x, cat, pid = make_data({n_gallery})
 import gc; gc.collect()
 def status(key):
@@ -173,12 +202,13 @@ t = time.perf_counter()
 retrieval_metrics(x[:N_QUERY], x, {{"coarse": (cat[:N_QUERY], cat), "fine": (pid[:N_QUERY], pid)}},
                   query_gallery_index=np.arange(N_QUERY), backend={backend!r})
 peak = status("VmHWM")
+chosen = resolve_backend({backend!r})
 print(json.dumps({{"peak_rss_gib": peak, "rss_before_gib": before, "evaluator_extra_gib": peak - before,
-                   "data_generation_peak_gib": data_peak, "wall_s": time.perf_counter() - t}}))
+                   "data_generation_peak_gib": data_peak, "wall_s": time.perf_counter() - t, "backend": chosen}}))
 """
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("backend", ["auto", "select", "faiss", "torch"])
 def test_peak_memory_10k_x_100k(benchmark, backend):
     code = _CHILD.format(bench_dir=os.path.dirname(__file__), n_gallery=100_000, backend=backend)
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
@@ -190,4 +220,5 @@ def test_peak_memory_10k_x_100k(benchmark, backend):
     out = benchmark.pedantic(child, rounds=1, iterations=1)
     benchmark.extra_info.update(out, backend=backend, threads=THREADS)
     print(f"\npeak RSS ({backend}): {out}")
-    assert out["peak_rss_gib"] <= 2.0
+    # the default (either of its candidates) is held to the 1 GiB target; torch only to a sanity bound
+    assert out["peak_rss_gib"] <= (2.0 if backend == "torch" else 1.0)

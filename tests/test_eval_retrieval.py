@@ -262,27 +262,6 @@ def test_empty_query_set_keeps_every_key_as_nan():
     assert res.counts["f/queries"] == 0
 
 
-def test_auto_backend_is_faiss_when_installed_and_recorded(monkeypatch):
-    import builtins
-
-    from bench.eval.knn import resolve_backend
-
-    x = np.eye(4, dtype=np.float32)
-    res = retrieval_metrics(x, x, {"c": ([0, 0, 1, 1], [0, 0, 1, 1])}, query_gallery_index=np.arange(4))
-    assert res.definitions["_settings"]["knn_backend"] == "faiss"
-    real_import = builtins.__import__
-
-    def no_faiss(name, *args, **kwargs):
-        if name == "faiss":
-            raise ImportError("no faiss here")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_faiss)
-    assert resolve_backend("auto") == "torch"
-    with pytest.raises(ValueError, match="unknown knn backend 'fais'"):
-        resolve_backend("fais")
-
-
 def test_faiss_repairs_exact_ties_straddling_k_on_duplicates():
     # many exact duplicates around the k-th place, in scrambled gallery order: faiss must return
     # the same lists as the exact torch path (lower gallery index first among equal scores)

@@ -6,16 +6,27 @@ matrix is never built.
 
 Order of a returned list: descending score, and among equal scores the lower gallery index first
 (the order Python's stable ``sorted(..., reverse=True)`` / ``heapq.nlargest`` gives, which is what
-the official script uses). Both backends apply this rule to exact ties, also at the top-k boundary.
+the official script uses). Every backend applies this rule to exact ties, also at the top-k boundary.
 
-Backends: ``faiss`` (``IndexFlatIP``: BLAS blocks with the top-k heaps filled while a block is still
-in cache, so it costs about one bare matmul) and ``torch`` (one chunk x gallery matmul, then
-``topk``, a second pass over the score block: about 1.5x a bare matmul at k = 560, see
-``benchmarks/test_bench_eval.py``). ``auto``, the default, is faiss when ``faiss-cpu`` imports (it is
-a dependency) and torch otherwise. The two compute float32 dot products with different BLAS
-blocking, so a score can differ in the last bit and *near*-ties may order differently between them;
-exact ties cannot. A faiss row whose k-th and (k+1)-th scores tie is recomputed by the torch path,
-which resolves boundary ties exactly.
+Backends:
+
+* ``select``: one chunk x gallery float32 matmul into a reused buffer, then
+  :func:`bench.eval.select.select_topk` (a sampled per-row threshold, one comparison pass, an exact
+  sort of the survivors, about 2 x k of them). Its cost is the matmul plus a few memory-bound
+  passes whatever k is, so it does not hinge on one CPU's heap speed. Same scores as ``torch``,
+  bit for bit.
+* ``torch``: the same matmul, then ``topk``, whose cost at k = 560 is about that of the matmul itself
+  (kept as the plain reference the other backends are tested against).
+* ``faiss`` (``faiss.knn``, the search of ``IndexFlatIP``: BLAS blocks with top-k heaps; below the
+  torch matmul on some CPUs, 3.4x it on others at k = 560, see ``benchmarks/test_bench_eval.py``).
+
+``auto`` (the default) is whichever of ``select`` and faiss a short timing on first use found faster
+on this machine (:mod:`bench.eval.knn_choice`).
+
+faiss computes float32 dot products with different BLAS blocking, so a score can differ from the
+torch matmul in the last bit and *near*-ties may order differently; exact ties cannot. A faiss row
+whose k-th and (k+1)-th scores tie is recomputed by the torch path, which resolves boundary ties
+exactly.
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BACKENDS = ("auto", "torch", "faiss")
+from bench.eval.select import select_topk
+
+BACKENDS = ("auto", "select", "torch", "faiss")
 _TIE_BLOCK = 64
+_SELECT_ROWS = 320
 
 
 @dataclass
@@ -59,17 +73,31 @@ def _order_by_score_then_index(index: torch.Tensor, score: torch.Tensor, n_galle
     return index, score
 
 
+def _exclude_self(sims: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
+    """Score of each query's own gallery row (NaN if none), then that entry of ``sims`` set to -inf."""
+    self_score = torch.full((sims.shape[0],), float("nan"), dtype=sims.dtype)
+    rows = torch.nonzero(self_index >= 0).flatten()
+    if len(rows):
+        cols = self_index[rows]
+        self_score[rows] = sims[rows, cols]
+        sims[rows, cols] = float("-inf")
+    return self_score
+
+
 def resolve_backend(backend: str) -> str:
-    """``auto`` -> ``faiss`` when faiss-cpu imports, else ``torch``; other names are checked and returned."""
+    """``auto`` -> the backend timed fastest on this machine (:mod:`bench.eval.knn_choice`, cached);
+    other names are checked and returned.
+
+    ``select`` costs about one float32 matmul on every CPU; faiss is 3.4x the matmul on some CPUs
+    (Intel Xeon, k = 560) and faster than ``select`` on others (AMD EPYC), so no constant is right.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown knn backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return "torch"
-    return "faiss"
+    from bench.eval.knn_choice import auto_choice  # imports knn: resolved at call time
+
+    return auto_choice()["backend"]
 
 
 class GallerySearcher:
@@ -77,10 +105,12 @@ class GallerySearcher:
 
     Args:
         gallery: (G, d) float32 tensor (already normalised if cosine is wanted).
-        backend: ``"auto"`` (faiss if installed, else torch), ``"torch"`` (matmul + topk) or
-            ``"faiss"`` (IndexFlatIP); :attr:`backend` holds the resolved name.
+        backend: ``"auto"`` (timed per machine), ``"select"`` (matmul + threshold selection),
+            ``"torch"`` (matmul + topk) or ``"faiss"`` (``faiss.knn``); :attr:`backend` holds the
+            resolved name.
         mem_budget_bytes: bound on the score block of the torch path (faiss rows redone exactly for a
-            boundary tie go through it in blocks of this size).
+            boundary tie go through it in blocks of this size). ``select`` holds at most
+            ``_SELECT_ROWS`` rows of the chunk it is given (sized by the caller from this budget).
     """
 
     def __init__(self, gallery: torch.Tensor, backend: str = "auto", mem_budget_bytes: int = 256 << 20) -> None:
@@ -89,31 +119,60 @@ class GallerySearcher:
         self.gallery = gallery.contiguous()
         self.n = int(gallery.shape[0])
         self.backend = backend
-        self._index = None
+        self._index: np.ndarray | None = None  # faiss: the gallery as the array faiss.knn reads
+        self._buffer: torch.Tensor | None = None  # select: score block reused across chunks
         if backend == "faiss":
             try:
                 import faiss
             except ImportError as exc:  # optional dependency
                 raise ValueError("knn backend 'faiss' needs the faiss-cpu package (pip install faiss-cpu)") from exc
-            self._index = faiss.IndexFlatIP(int(gallery.shape[1]))
-            self._index.add(np.ascontiguousarray(self.gallery.numpy(), dtype=np.float32))
+            # faiss.knn is IndexFlatIP's search (same kernel, same results) on the caller's array: an
+            # index would hold a second copy of the gallery (100 MB at 100k x 256)
+            self._index = np.ascontiguousarray(self.gallery.numpy(), dtype=np.float32)
 
     def search(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
         """Top-``k`` gallery rows for each query row, never returning the row ``self_index`` (-1: none)."""
         k = max(1, min(int(k), self.n))
         if self.backend == "faiss":
             return self._search_faiss(query, k, self_index)
+        if self.backend == "select":
+            return self._search_select(query, k, self_index)
         return self._search_torch(query, k, self_index)
+
+    @property
+    def needs_score_block(self) -> bool:
+        """Whether a search materialises the chunk x gallery score block (sizes the query chunks)."""
+        return self.backend != "faiss"
+
+    def _score_block(self, query: torch.Tensor) -> torch.Tensor:
+        """``query @ gallery.T`` into a buffer kept between calls.
+
+        A fresh block of a few hundred MiB per chunk is handed back to the OS and faulted in again
+        every time (about 15% of the matmul's time, measured); the same BLAS call writes the same
+        bits into the reused buffer.
+        """
+        c = query.shape[0]
+        if self._buffer is None or self._buffer.shape[0] < c:
+            self._buffer = None  # release the old block before allocating the larger one
+            self._buffer = torch.empty((c, self.n), dtype=torch.float32)
+        return torch.matmul(query, self.gallery.T, out=self._buffer[:c])
+
+    def _search_select(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
+        parts = []
+        # row blocks of at most _SELECT_ROWS: the matmul is as fast as on the whole chunk (measured,
+        # 320 vs 615 rows) and the score buffer, the evaluator's largest allocation, is half as large
+        for r0 in range(0, query.shape[0], _SELECT_ROWS):
+            sims = self._score_block(query[r0 : r0 + _SELECT_ROWS])
+            self_score = _exclude_self(sims, self_index[r0 : r0 + _SELECT_ROWS])
+            index, score = select_topk(sims, k)
+            parts.append((index, score, self_score))
+        index, score, self_score = (torch.cat(p) for p in zip(*parts)) if len(parts) > 1 else parts[0]
+        index = torch.where(torch.isinf(score) & (score < 0), torch.full_like(index, -1), index)
+        return ChunkNeighbors(index=index, score=score, self_score=self_score)
 
     def _search_torch(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
         sims = query @ self.gallery.T  # (c, G): the only chunk x gallery allocation
-        c = sims.shape[0]
-        self_score = torch.full((c,), float("nan"), dtype=sims.dtype)
-        rows = torch.nonzero(self_index >= 0).flatten()
-        if len(rows):
-            cols = self_index[rows]
-            self_score[rows] = sims[rows, cols]
-            sims[rows, cols] = float("-inf")
+        self_score = _exclude_self(sims, self_index)
         take = min(k + 1, self.n)  # one extra column detects a tie straddling the k-th place
         score, index = sims.topk(take, dim=1, largest=True, sorted=True)
         if take > k:
@@ -142,7 +201,9 @@ class GallerySearcher:
     def _search_faiss(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
         q = np.ascontiguousarray(query.numpy(), dtype=np.float32)
         take = min(k + 2, self.n)  # room for the query's own row and one column past the k-th
-        dist, idx = self._index.search(q, take)
+        import faiss
+
+        dist, idx = faiss.knn(q, self._index, take, metric=faiss.METRIC_INNER_PRODUCT)
         score = torch.from_numpy(dist)
         index = torch.from_numpy(idx).to(torch.int64)
         c = q.shape[0]

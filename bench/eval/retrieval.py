@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from bench.eval.knn import GallerySearcher, choose_chunk_size
+from bench.eval.knn_choice import auto_choice
 from bench.eval.labels import as_label_array, remap_labels
 
 SCALE = "fraction"
@@ -107,9 +108,11 @@ def retrieval_metrics(
         ks: cut-offs K.
         max_topk: length of the official script's ranked list before the query is removed.
         normalize: L2-normalise both sides (cosine) instead of the raw dot product.
-        backend: kNN search: ``"auto"`` (faiss if installed, else torch), ``"faiss"`` or ``"torch"``;
-            both apply the tie rule to exact ties and differ at most on last-bit near-ties
-            (:mod:`bench.eval.knn`). The resolved name is recorded in the definitions.
+        backend: kNN search: ``"auto"`` (select or faiss, whichever a cached timing found faster on
+            this machine), ``"select"``, ``"torch"`` or ``"faiss"``; all apply the tie rule to exact
+            ties, select and torch give identical lists, faiss may differ on last-bit near-ties
+            (:mod:`bench.eval.knn`). The resolved name and how it was chosen are recorded in the
+            definitions.
         mem_budget_bytes: bound on the chunk x gallery score block.
         per_query: also return per-query values (NaN where a query is not scored).
 
@@ -191,10 +194,11 @@ def retrieval_metrics(
 
     order = np.flatnonzero(active)
     order = order[np.argsort(need[order], kind="stable")]  # chunks of similar K keep topk cheap
+    choice = auto_choice() if backend == "auto" else {"backend": backend, "reason": "requested"}
     searcher = GallerySearcher(g, backend=backend, mem_budget_bytes=mem_budget_bytes)
     backend = searcher.backend
     chunk = choose_chunk_size(n_g, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
-                              score_block=backend == "torch")
+                              score_block=searcher.needs_score_block)
     ranks = None
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
@@ -285,6 +289,7 @@ def retrieval_metrics(
         "self_exclusion": "a query never retrieves its own gallery row (query_gallery_index)",
         "lone_queries": "R == 0: excluded from pml/min_k_r/std/Recall, counted; scored 0 under m5product",
         "knn_backend": backend,
+        "knn_backend_choice": choice,
         "dtype": "float32 scores, float64 sums",
     }
     per = {k: v for k, v in vals.items()} if per_query else {}
