@@ -208,7 +208,7 @@ def eval_command(
     normalize: bool = typer.Option(False, "--normalize/--dot", help="--normalize: cosine similarity; --dot: raw dot product (the official protocol)"),
     seed: int = typer.Option(0, help="seed for the probe, k-means seeds (seed..seed+2) and the default probe split"),
     max_topk: int = typer.Option(10, help="official list length before the query is removed"),
-    knn_backend: str = typer.Option("auto", help="auto (faiss if installed, else torch), faiss or torch"),
+    knn_backend: str = typer.Option("auto", help="auto (the faster of select and faiss here, timed once), select, faiss or torch"),
     kmeans_backend: str = typer.Option("sklearn", help="sklearn (default) or faiss"),
 ) -> None:
     """Score saved embeddings: retrieval (official + standard definitions), linear probe, clustering."""

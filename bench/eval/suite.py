@@ -113,7 +113,7 @@ def evaluate(
         seed: probe seed; k-means seeds default to ``(seed, seed+1, seed+2)``.
         ks, max_topk: retrieval cut-offs and the official list length (see :mod:`bench.eval.retrieval`).
         kmeans_backend: "sklearn" (default, see :mod:`bench.eval.clustering`) or "faiss".
-        knn_backend: "auto" (faiss if installed, else torch), "faiss" or "torch" (see :mod:`bench.eval.knn`).
+        knn_backend: "auto" (the faster of select and faiss on this machine, timed once and cached), "select", "faiss" or "torch" (see :mod:`bench.eval.knn`).
         tasks: any of "retrieval", "classification", "clustering".
         retrieval_only: shorthand for ``tasks=("retrieval",)`` (e.g. scoring fine-tuned features).
         mem_budget_bytes: bound on the query-chunk x gallery score block.
