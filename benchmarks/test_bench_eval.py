@@ -33,6 +33,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.eval.knn_choice import cpu_model
+
 THREADS = int(os.environ.get("M5BENCH_BENCH_THREADS", "1"))
 ROUNDS = int(os.environ.get("M5BENCH_BENCH_ROUNDS", "1"))
 N_QUERY, DIM, N_CAT, PROD_PER_CAT = 10_000, 256, 200, 20
@@ -58,20 +60,6 @@ def _set_threads() -> None:
         faiss.omp_set_num_threads(THREADS)
     except ImportError:
         pass
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (ratios between backends depend on it: faiss' heaps are fast on some CPUs only)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def _timed(fn):
@@ -165,7 +153,7 @@ def test_bench_retrieval(benchmark, n_gallery):
         "ours_coarse_torch/pml": cpu["ours_coarse_torch"] / cpu["pml"],
     }
     info = {"default_backend": outs["ours"].definitions["_settings"]["knn_backend"],
-            "default_choice": outs["ours"].definitions["_settings"]["knn_backend_choice"], "cpu": _cpu_model(), "n_query": N_QUERY, "n_gallery": n_gallery, "dim": DIM, "threads": THREADS, "rounds": ROUNDS,
+            "default_choice": outs["ours"].definitions["_settings"]["knn_backend_choice"], "cpu": cpu_model(), "n_query": N_QUERY, "n_gallery": n_gallery, "dim": DIM, "threads": THREADS, "rounds": ROUNDS,
             "chunk": chunk, "wall_s": wall, "cpu_s": cpu,
             "cpu_over_wall": {k: cpu[k] / wall[k] for k in cpu}, "loadavg_1min": load, "ratios": ratios,
             "cpu_ratios": cpu_ratios,

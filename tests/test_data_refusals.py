@@ -14,32 +14,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli, wide_console  # noqa: F401 - the fixture is used by name
 
 from bench.data import CatalogError, load_catalog
 from bench.modalities import Modality
 
 
 @pytest.fixture(autouse=True)
-def _wide_console(monkeypatch):
-    """One-line messages stay on one line (rich wraps at 80 columns when not on a terminal)."""
-    from bench.console import console, err_console
-
-    for c in (console, err_console):
-        monkeypatch.setattr(c, "_width", 2000)
-
-
-def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``bench ARGV`` in-process: (exit code, stdout, stderr)."""
-    from bench.cli import main
-
-    try:
-        main(argv)
-        rc = 0
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err, out + err
-    return rc, out, err
+def _wide_console(wide_console):
+    """One-line messages stay on one line."""
 
 
 def _lines(s: str) -> list[str]:

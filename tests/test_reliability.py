@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import cli
 
 from bench.cli import main
 from bench.console import UserError
@@ -35,14 +36,9 @@ def write_text_manifest(path: Path, n: int, *, categories: int = 4, seed: int = 
 
 
 def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
-    """``bench ARGV`` in-process: (exit code, stdout + stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, " ".join((out.out + out.err).split())  # rich wraps long lines at the console width
+    """``bench ARGV`` in-process: (exit code, stdout + stderr with rich's line wrapping undone)."""
+    rc, out, err = cli(argv, capsys)
+    return rc, " ".join((out + err).split())
 
 
 FAST = ["--set", "max_steps=2", "--set", "batch_size=16"]

@@ -29,7 +29,8 @@ _JOB = {"queries": 1024, "gallery": 40_000, "dim": 256, "k": 512}
 _memo: dict[str, dict[str, Any]] = {}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name: which kNN backend is faster depends on it (faiss' heaps are fast on some CPUs only)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -48,7 +49,7 @@ def machine_key() -> str:
         faiss_version = faiss.__version__
     except ImportError:
         faiss_version = "none"
-    return (f"{_cpu_model()} | threads={torch.get_num_threads()} | torch={torch.__version__} | "
+    return (f"{cpu_model()} | threads={torch.get_num_threads()} | torch={torch.__version__} | "
             f"numpy={np.__version__} | faiss={faiss_version}")
 
 
