@@ -12,8 +12,9 @@ Two rules, recorded per metric:
   are kept beside ``recorded.json``; a check pairs its own per-query values with them query by
   query and takes the 95 % bootstrap interval of the mean difference (1,000 resamples of the
   queries, seeded). A regression is a drop whose interval lies below 0 and whose size is at least
-  ``floor``: the band comes from the evaluation queries themselves, so a few points of real change
-  are caught even where seed-to-seed spread is larger.
+  ``min_drop``: the band comes from the evaluation queries themselves, so a few points of real
+  change are caught even where seed-to-seed spread is larger; ``min_drop`` keeps last-digit
+  differences between machines (float summation order, thread counts) from failing a check.
 * ``seed_spread`` (the rest: NMI, purity, ...): ``max(k * std, floor)``, where ``std`` is the
   sample standard deviation over ``update_seeds``; a value below ``recorded - tolerance`` is a
   regression.
@@ -55,6 +56,7 @@ class Tier:
     update_seeds: tuple[int, ...]
     k: float
     floor: float
+    min_drop: float
     cells: tuple[CellSpec, ...]
     include: tuple[str, ...]
     exclude: tuple[str, ...]
@@ -86,7 +88,7 @@ def load_tier(path: str | Path) -> Tier:
         tier = Tier(
             data=str(raw["data"]), preset=str(raw["preset"]),
             seeds=tuple(int(s) for s in raw["seeds"]), update_seeds=tuple(int(s) for s in raw["update_seeds"]),
-            k=float(tol["k"]), floor=float(tol["floor"]),
+            k=float(tol["k"]), floor=float(tol["floor"]), min_drop=float(tol.get("min_drop", tol["floor"])),
             cells=tuple(CellSpec.make(c["model"], c["modalities"], c.get("split", "subset"), c.get("overrides"))
                         for c in raw["cells"]),
             include=tuple(raw.get("metrics", {}).get("include", ["*"])),
@@ -220,7 +222,7 @@ def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str,
                 metrics[m]["rule"] = "paired_bootstrap"
                 metrics[m]["derived"] = (f"regression when the 95 % paired-bootstrap interval of now - recorded over "
                                          f"the {int(np.isfinite(pq[per_query_key(m)]).sum())} scored queries lies "
-                                         f"below 0 and the drop is at least {tier.floor:g}")
+                                         f"below 0 and the drop is at least {tier.min_drop:g}")
         cid = cell_id(cell)
         if pq is not None:
             per_query_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +242,7 @@ def build_recorded(tier: Tier, runs: Mapping[CellSpec, Mapping[int, Mapping[str,
         "tier": {k: tier.raw.get(k) for k in ("data", "preset", "seeds", "update_seeds", "tolerance", "metrics")},
         "data": {"fingerprint": fp, "description": desc},
         "rule": "paired_bootstrap metrics: regression when the 95 % paired-bootstrap interval of now - recorded "
-                "(per query, 1000 resamples, seed 0) lies below 0 and the drop is at least floor; seed_spread "
+                "(per query, 1000 resamples, seed 0) lies below 0 and the drop is at least min_drop; seed_spread "
                 "metrics: regression when now < value - tolerance, tolerance = max(k * sample std over "
                 "update_seeds, floor); value = mean over the check seeds of the update runs",
         "cells": cells,
@@ -302,8 +304,8 @@ def compare(recorded: Mapping[str, Any], tier: Tier,
             if now is None:
                 st = "missing"
             elif iv is not None:
-                st = ("REGRESSION" if iv.high < 0 and iv.diff <= -tier.floor
-                      else "improved" if iv.low > 0 and iv.diff >= tier.floor else "ok")
+                st = ("REGRESSION" if iv.high < 0 and iv.diff <= -tier.min_drop
+                      else "improved" if iv.low > 0 and iv.diff >= tier.min_drop else "ok")
             elif now < v - tol:
                 st = "REGRESSION"
             elif now > v + tol:

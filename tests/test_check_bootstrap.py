@@ -48,7 +48,7 @@ def _perturb(x: np.ndarray, rows: int, seed: int = 7) -> np.ndarray:
 
 def _tier(tmp: Path) -> check.Tier:
     raw = {"schema": check.TIER_SCHEMA, "data": "synthetic:mini", "preset": "tiny", "seeds": [0],
-           "update_seeds": [0, 1, 2], "tolerance": {"k": 3, "floor": 0.01},
+           "update_seeds": [0, 1, 2], "tolerance": {"k": 3, "floor": 0.01, "min_drop": 0.02},
            "cells": [{"model": "bert", "modalities": "T", "split": "subset"}],
            "metrics": {"include": ["pretrain/coarse/mAP@1?m5product?"]}}
     (tmp / "tier.json").write_text(json.dumps(raw))
