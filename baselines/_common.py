@@ -16,7 +16,7 @@ from bench.adapter import Adapter, AdapterConfig
 from bench.features.batch import Batch, FeatureSpec
 from bench.modalities import Modality, ModalitySet
 from bench.nn.embeddings import RunningStandardizer, masked_mean, prepend_global
-from bench.nn.layers import init_bert_weights, init_lecun_linears, num_params
+from bench.nn.layers import init_bert_weights, init_lecun_linears
 from bench.nn.losses import mlm_ce
 from bench.nn.masking import mask_regions, mask_tokens
 
@@ -93,9 +93,6 @@ class BaselineAdapter(Adapter):
 
     def _post_init(self) -> None:
         pass
-
-    def num_parameters(self) -> int:
-        return num_params(self)
 
     @property
     def special_ids(self) -> tuple[int, ...]:

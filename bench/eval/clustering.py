@@ -1,8 +1,8 @@
 """Clustering quality: k-means with k = number of categories, NMI and purity against category.
 
 Implementation choice: scikit-learn ``KMeans`` (k-means++ init, ``n_init=1``, ``max_iter=300``,
-``tol=1e-4``, Lloyd) by default. faiss k-means is about 5x faster on this hardware (metrics.md:
-0.8 s vs 4.0 s for 200 clusters on 50k x 256), but its k-means (random-sample init) is a different
+``tol=1e-4``, Lloyd) by default. faiss k-means is about 5x faster on the
+project's 2-core machines (0.8 s vs 4.0 s for 200 clusters on 50k x 256), but its k-means (random-sample init) is a different
 algorithm from scikit-learn's k-means++, and the clustering numbers should not hinge on a kNN
 library; at the harness's eval sizes (thousands of rows, tens to hundreds of categories) sklearn
 takes about a second. ``backend="faiss"``

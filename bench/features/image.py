@@ -12,8 +12,6 @@ When a catalog ships the official TSV, its regions are read instead.
 from __future__ import annotations
 
 import base64
-import csv
-import sys
 from typing import Any
 
 import numpy as np
@@ -103,10 +101,6 @@ def global_features(backbone: Backbone, images: np.ndarray, color: bool) -> np.n
 # with base64 float32 boxes (N x 4, pixels) and features (N x 2048).
 
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
-
-
-def _csv_big_fields() -> None:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # one row holds 36 x 2048 base64 floats
 
 
 def index_region_tsv(path: str) -> dict[str, int]:

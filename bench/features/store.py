@@ -242,9 +242,6 @@ class FeatureStore:
                 return
             yield self.get_batch(sel, modalities)
 
-    def num_batches(self, n_rows: int, batch_size: int, drop_last: bool = False) -> int:
-        return n_rows // batch_size if drop_last else -(-n_rows // batch_size)
-
 
 # ---------------------------------------------------------------------------------------------
 def _label_ids(values: list[str | None]) -> tuple[np.ndarray, list[str]]:
