@@ -118,7 +118,7 @@ def info(
     from rich.table import Table
 
     from bench.data import load_catalog
-    from bench.features.config import m5bench_home
+    from bench.data.paths import m5bench_home
     from bench.features.store import FeatureStore, store_dir
 
     cfg = _config(tokenizer, image_backbone, image_weights, audio_features, vocab_size, video_fps)

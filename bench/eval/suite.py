@@ -11,8 +11,8 @@ import numpy as np
 from bench.eval import classification, clustering, retrieval, scoring
 from bench.eval.knn import resolve_backend
 from bench.eval.labels import as_label_array
+from bench.eval.retrieval import SCALE  # every value is a fraction in [0, 1]
 
-SCALE = "fraction"
 
 
 def _mask(x: Any, n: int, name: str, default: bool | None = None) -> np.ndarray:

@@ -23,11 +23,6 @@ FEATURES_VERSION = 1
 _NOT_HASHED = frozenset({"shard_size"})
 
 
-def m5bench_home() -> Path:
-    """The cache root: ``$M5BENCH_HOME`` or ``~/.cache/m5bench``."""
-    return Path(os.environ.get("M5BENCH_HOME") or Path.home() / ".cache" / "m5bench")
-
-
 def _digest_path(path: str | os.PathLike[str]) -> str:
     """Content digest of a file or a folder's files (tokenizer folders, weight files)."""
     p = Path(path).resolve()

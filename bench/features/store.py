@@ -27,7 +27,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from bench.features.batch import Batch, FeatureSpec
-from bench.features.config import FeatureConfig, m5bench_home
+from bench.data.paths import m5bench_home
+from bench.features.config import FeatureConfig
 from bench.features.extract import COL, OK, REASONS, Job, Setup
 from bench.features.rowio import ReaderCache, read_npy_header
 from bench.modalities import ORDER, Modality, ModalitySet
