@@ -118,8 +118,17 @@ def plan_cell(cell: CellSpec, results_dir: Path | None = None) -> Plan:
     frac = pipeline["eval_fraction"]
     if frac is not None and not (isinstance(frac, (int, float)) and 0.0 < float(frac) < 1.0):
         raise UserError(f"eval_fraction must be a number between 0 and 1, got {frac!r}")
+    for key in ("finetune_epochs", "split_seed"):  # settings whose default (None) says nothing of their type
+        v = pipeline[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (key == "finetune_epochs" and v < 1)):
+            raise UserError(f"{key} must be {'a positive' if key == 'finetune_epochs' else 'an'} integer, got {v!r}")
     cell = dataclasses.replace(cell, seed=seed, overrides=dict(settings.canonical))
-    return Plan(cell, entry, settings, pipeline, Path(results_dir) if results_dir else default_results_dir())
+    plan = Plan(cell, entry, settings, pipeline, Path(results_dir) if results_dir else default_results_dir())
+    try:  # a value the model or the loop refuses is a user error, found before any work
+        build_configs(plan)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"invalid setting for {cell.model}: {exc}") from None
+    return plan
 
 
 def _hash(obj: Any) -> str:
@@ -173,22 +182,26 @@ class Setup:
     run_dir: Path
 
 
-def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> Setup:
-    """Model config (preset + overrides), train config (the preset's training defaults + overrides)
-    and the checkpoint directory, keyed by everything that determines the pretrained weights.
-
-    The model config's training hints carry the values the training loop uses, so the recorded
-    model config never shows a stale learning rate or epoch count."""
+def build_configs(plan: Plan) -> tuple[Any, Any]:
+    """Model config (preset + overrides) and train config (the preset's training defaults +
+    overrides). The model config's training hints carry the values the training loop uses, so the
+    recorded model config never shows a stale learning rate or epoch count."""
     from bench.engine import TrainConfig
     from bench.settings import TRAIN_HINTS
 
-    cell = plan.cell
     cfg_cls = plan.entry.load().config_cls
     hint_names = {f.name for f in dataclasses.fields(cfg_cls)} & set(TRAIN_HINTS)
-    model_cfg = cfg_cls.preset(cell.preset, **plan.model_overrides,
+    model_cfg = cfg_cls.preset(plan.cell.preset, **plan.model_overrides,
                                **{k: v for k, v in plan.train_overrides.items() if k in hint_names})
     hints = {k: getattr(model_cfg, k) for k in hint_names}
-    tcfg = TrainConfig(**{**hints, "seed": cell.seed, **plan.train_overrides})
+    return model_cfg, TrainConfig(**{**hints, "seed": plan.cell.seed, **plan.train_overrides})
+
+
+def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> Setup:
+    """The cell's configs (:func:`build_configs`) and the checkpoint directory, keyed by everything
+    that determines the pretrained weights."""
+    cell = plan.cell
+    model_cfg, tcfg = build_configs(plan)
     key = _hash({"data": catalog_fingerprint, "features": features_hash, "model": cell.model,
                  "code": code_hash(plan.entry),
                  "mods": str(cell.modalities), "preset": cell.preset, "model_cfg": model_cfg.to_dict(),

@@ -90,6 +90,31 @@ def section_fields(model_config_cls: type) -> dict[str, set[str]]:
             "pipeline": set(PIPELINE_KEYS)}
 
 
+def _defaults(model_config_cls: type) -> dict[str, dict[str, Any]]:
+    """Each section's default values (what a given value's type is checked against)."""
+    from bench.engine import TrainConfig
+    from bench.features import FeatureConfig
+
+    def of(cls: type) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+    return {"model": of(model_config_cls), "train": of(TrainConfig), "features": of(FeatureConfig),
+            "pipeline": dict(PIPELINE_KEYS)}
+
+
+def _check_type(key: str, val: Any, default: Any) -> None:
+    """Refuse a value whose type cannot be the setting's (``--set epochs=two``), in one line."""
+    want = type(default)
+    if default is None or want not in (bool, int, float, str):
+        return
+    ok = (isinstance(val, bool) if want is bool else
+          isinstance(val, int) and not isinstance(val, bool) if want is int else
+          isinstance(val, (int, float)) and not isinstance(val, bool) if want is float else isinstance(val, str))
+    if not ok:
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[want]
+        raise UserError(f"setting {key!r} expects {kind} (default {default!r}), got {val!r}")
+
+
 def _all_dotted(sections: dict[str, set[str]]) -> list[str]:
     return sorted(f"{s}.{n}" for s, names in sections.items() for n in names)
 
@@ -128,6 +153,7 @@ def _locate(key: str, sections: dict[str, set[str]]) -> tuple[str, str]:
 def resolve(model_config_cls: type, overrides: dict[str, Any]) -> Settings:
     """Sort ``overrides`` (as ``--set`` gives them) into sections; refuse unknown and ambiguous keys."""
     sections = section_fields(model_config_cls)
+    defaults = _defaults(model_config_cls)
     out = Settings()
     for key, val in overrides.items():
         if key in (SEED, "train.seed", "pipeline.seed"):
@@ -136,6 +162,7 @@ def resolve(model_config_cls: type, overrides: dict[str, Any]) -> Settings:
             out.seed = val
             continue
         section, name = _locate(key, sections)
+        _check_type(key, val, defaults[section].get(name))
         if name in getattr(out, section):
             raise UserError(f"setting {section}.{name} is given twice (as {key!r} and another spelling)")
         getattr(out, section)[name] = val

@@ -296,3 +296,20 @@ def test_a_name_in_two_sections_is_refused_flat_and_accepted_dotted():
     assert s.canonical == {"model.log_every": 5, "train.log_every": 7, "width": 16}
     with pytest.raises(UserError, match="given twice"):
         resolve(Cfg, {"width": 16, "model.width": 8})
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("harmonize=bogus", "invalid setting for scale: ScaleConfig.harmonize must be one of"),
+    ("hidden=abc", "setting 'hidden' expects an integer"),
+    ("epochs=0", "TrainConfig.epochs must be >= 1"),
+    ("finetune_epochs=0", "finetune_epochs must be a positive integer"),
+    ("split_seed=1.5", "split_seed must be an integer"),
+])
+def test_a_value_the_model_or_loop_refuses_is_one_line_before_any_work(setting, message, tmp_path, capsys, monkeypatch):
+    """Bad values are refused at planning time (no catalog is read), in one line, never a traceback."""
+    import bench.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_cell_catalog", lambda *a, **k: pytest.fail("catalog loaded"))
+    code, out = run_cli(capsys, ["run", "--model", "scale", "--modalities", "T", "--set", setting,
+                                 "--results", str(tmp_path)])
+    assert code == 2 and message in out, out
