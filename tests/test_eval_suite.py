@@ -184,7 +184,7 @@ def test_cli_npz_and_parquet(tmp_path):
     ],
 )
 def test_cli_bad_files_are_user_errors(tmp_path, make, message):
-    from bench.commands.evaluate import load_embeddings_file
+    from bench.eval.files import load_embeddings_file
     from bench.console import UserError
 
     path = tmp_path / "bad.npz"

@@ -1,4 +1,4 @@
-"""``bench data synth | validate | stats``: make, check and describe catalogs."""
+"""``bench data synth | validate | stats | protocol``: make, check and describe catalogs, and write their evaluation protocol."""
 
 from __future__ import annotations
 
@@ -133,6 +133,25 @@ def stats(
     warning = unknown_columns_warning(cat)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}")
+
+
+@data_app.command("protocol")
+def protocol(
+    source: str = typer.Argument(..., help="synthetic[:SIZE[:SEED]], m5product:PATH, manifest:PATH, or a path."),
+    out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write (one row per listing)."),
+    encoding: Optional[str] = ENCODING,
+) -> None:
+    """Write the catalog's evaluation protocol (item_id, category, product, split, coarse_query,
+    fine_query, cls_split), the rows `bench run` evaluates by, for `bench eval --protocol`."""
+    from bench.data.catalog import load_catalog
+    from bench.protocol import write_protocol
+
+    cat = load_catalog(_source_for(source), progress=False, encoding=encoding)
+    cols = write_protocol(cat, out)
+    n_eval = int((cols["split"] == "eval").sum())
+    console.print(f"wrote {out}: {len(cat)} listings ({n_eval} eval, {int(cols['coarse_query'].sum())} coarse / "
+                  f"{int(cols['fine_query'].sum())} fine queries, {int((cols['cls_split'] == 'train').sum())} probe-train, "
+                  f"{int((cols['cls_split'] == 'test').sum())} probe-test); catalog fingerprint {cat.fingerprint}")
 
 
 def register(app: typer.Typer) -> None:
