@@ -12,22 +12,11 @@ from bench.console import UserError, console
 
 def _plan(model: str, modalities: str, data: Optional[str], split: str, preset: str, seed: int,
           sets: list[str], encoding: Optional[str], results: Optional[Path] = None):
-    """The checked plan of one cell; every refusal that needs no data is a one-line user error."""
-    from bench.modalities import ModalityError, ModalitySet
-    from bench.pipeline import CellSpec, plan_cell
-    from bench.registry import ModalityNotSupported, RegistryError
+    """The checked plan of one cell (:func:`bench.api.plan`, the same call the Python API makes)."""
+    from bench.api import plan
     from bench.settings import parse_overrides
 
-    try:
-        mods = ModalitySet.parse(modalities)
-    except ModalityError as exc:
-        raise UserError(str(exc)) from None
-    cell = CellSpec(model=model, modalities=mods, data=data, split=split, preset=preset, seed=seed,
-                    overrides=parse_overrides(sets), encoding=encoding)
-    try:
-        return plan_cell(cell, results)
-    except (ModalityNotSupported, RegistryError) as exc:
-        raise UserError(str(exc)) from None
+    return plan(model, modalities, data, split, preset, seed, parse_overrides(sets), results, encoding=encoding)
 
 
 # the options `bench run` and `bench pretrain` share (same cell, same checkpoint)
