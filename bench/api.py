@@ -25,7 +25,7 @@ from bench.console import UserError
 from bench.pipeline import default_results_dir
 from bench.results_frame import load_results
 
-__all__ = ["run", "plan", "evaluate", "load_results", "default_results_dir", "UserError"]
+__all__ = ["UserError", "default_results_dir", "evaluate", "load_results", "plan", "run"]
 
 #: Per-row columns :func:`evaluate` takes as keyword arguments beside an embeddings array.
 FILE_COLUMNS = ("item_id", "category", "product", "split", "coarse_query", "fine_query", "cls_split")

@@ -30,7 +30,6 @@ def test_run_signature_matches_the_cli():
 def test_readme_example_runs_with_run_cell_stubbed(monkeypatch, tmp_path):
     """The README code with the training replaced: it plans the cell exactly as `bench run` would."""
     import bench.pipeline
-    from bench import api
 
     seen = {}
 

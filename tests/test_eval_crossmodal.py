@@ -22,7 +22,11 @@ def _data(n=120, d=8, seed=0):
 
 def _reference(q, g, q_lab, g_lab, same):
     """torchmetrics on the full score matrix (one row per query), plus mAP@R by its formula."""
-    from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalRPrecision
+    from torchmetrics.retrieval import (
+        RetrievalHitRate,
+        RetrievalMRR,
+        RetrievalRPrecision,
+    )
 
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     gn = g / np.linalg.norm(g, axis=1, keepdims=True)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.cli_helpers import cli, wide_console  # noqa: F401 - fixture
+from cli_helpers import cli, wide_console  # noqa: F401 - the fixture is used by name
 
 
 @pytest.fixture

@@ -137,7 +137,7 @@ def crossmodal_metrics(
     for qm, gm in pairs:
         name = f"xmodal/{qm}->{gm}"
         rows = np.flatnonzero(masks[qm] & masks[gm])
-        counts[f"{name}/listings"] = int(len(rows))
+        counts[f"{name}/listings"] = len(rows)
         counts[f"{name}/missing_query"] = int((~masks[qm]).sum())
         counts[f"{name}/missing_gallery"] = int((~masks[gm]).sum())
         if vecs[qm].shape[1] != vecs[gm].shape[1]:

@@ -239,7 +239,7 @@ def build_protocol_inputs(data: dict[str, Any], protocol: dict[str, Any], seed: 
     if not len(eval_rows):
         raise UserError("the protocol has no eval rows (split == 'eval')")
     emb = np.asarray(data["embeddings"], dtype=np.float32)
-    take = lambda rows: np.fromiter((pos[p_ids[r]] for r in rows), dtype=np.int64, count=len(rows))  # noqa: E731
+    take = lambda rows: np.fromiter((pos[p_ids[r]] for r in rows), dtype=np.int64, count=len(rows))
     category = np.asarray(_ids(protocol["category"]))
     product = np.asarray(_ids(protocol["product"]))
     kwargs: dict[str, Any] = dict(
@@ -254,8 +254,8 @@ def build_protocol_inputs(data: dict[str, Any], protocol: dict[str, Any], seed: 
                       train_category=category[train_rows])
     else:
         kwargs["tasks"] = ("retrieval", "clustering")
-    counts = {"embedding_rows": len(emb_ids), "protocol_rows": len(p_ids), "eval_rows": int(len(eval_rows)),
-              "probe_train_rows": int(len(train_rows)),
+    counts = {"embedding_rows": len(emb_ids), "protocol_rows": len(p_ids), "eval_rows": len(eval_rows),
+              "probe_train_rows": len(train_rows),
               "unused_embedding_rows": len(emb_ids) - len({p_ids[r] for r in np.concatenate([eval_rows, train_rows])})}
     return kwargs, counts
 
