@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from bench import registry
 from bench.console import Interrupted, UserError, console
 from bench.data.paths import m5bench_home
-from bench.modalities import ModalitySet
+from bench.modalities import Modality, ModalitySet
 from bench.settings import PIPELINE_KEYS, Settings, parse_overrides, pipeline_settings, resolve  # noqa: F401
 
 SPLITS = ("subset", "full")
@@ -429,6 +429,16 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
     with sw("evaluate"):
         pre = evaluate(variants["default"], train_embeddings=emb_train, train_category=cat_ids[cls_train_rows],
                        per_query=PER_QUERY + ("cls/correct[linear_probe]",), **common)
+        # cross-modal and per-modality retrieval, for models that expose one vector per modality
+        per_mod = {m.value: variants[m.long_name] for m in mods if m.long_name in variants}
+        if per_mod:
+            from bench.eval.crossmodal import crossmodal_metrics
+
+            xm = crossmodal_metrics(per_mod, {c: store.present(Modality(c))[eval_rows] for c in per_mod},
+                                    cat_ids[eval_rows], prod_ids[eval_rows], knn_backend=pre["settings"]["knn_backend"])
+            pre["metrics"].update(xm["metrics"])
+            pre["counts"].update(xm["counts"])
+            pre["definitions"]["crossmodal"] = dict(xm["definitions"], skipped=xm["skipped"])
 
     with sw("finetune"):
         epochs, holdout = finetune_schedule(plan, cls_train_rows)

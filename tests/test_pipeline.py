@@ -82,6 +82,10 @@ def test_run_cell_end_to_end_on_mini(mini_catalog, tmp_path):
     # m5product definition: mAP@1 == Prec@1
     pm = on_disk["metrics"]["pretrain"]
     assert pm["coarse/mAP@1[m5product]"] == pm["coarse/Prec@1[m5product]"]
+    # a model with per-modality vectors: cross-modal retrieval in both directions, every result
+    for key in ("xmodal/T->I/instance/Recall@1[cos]", "xmodal/I->T/instance/Recall@1[cos]",
+                "xmodal/T->A/category/MRR[cos]"):
+        assert 0.0 <= pm[key] <= 1.0, key
     assert res["extra"]["harmonize"]["mode"] == "learned"
     npz = np.load(path.with_suffix(".embeddings.npz"))
     assert npz["embeddings"].shape[0] == on_disk["counts"]["eval_listings"]
