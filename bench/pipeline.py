@@ -430,7 +430,7 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
         pre = evaluate(variants["default"], train_embeddings=emb_train, train_category=cat_ids[cls_train_rows],
                        per_query=PER_QUERY + ("cls/correct[linear_probe]",), **common)
         # cross-modal and per-modality retrieval, for models that expose one vector per modality
-        per_mod = {m.value: variants[m.long_name] for m in mods if m.long_name in variants}
+        per_mod = modality_vectors(variants, mods)
         if per_mod:
             from bench.eval.crossmodal import crossmodal_metrics
 
@@ -462,6 +462,21 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
     fin["per_query"]["cls/correct[finetuned_head]"] = head_correct.astype(np.float32)
     return {"pre": pre, "fin": fin, "ft_cfg": ft_cfg, "ft_schedule": ft["schedule"], "variants": variants, "eval_rows": eval_rows,
             "cls_train_rows": cls_train_rows, "cat_ids": cat_ids, "prod_ids": prod_ids}
+
+
+#: Names an adapter may give one modality's own vector among its embedding variants: the modality's
+#: long name, or for the title the "text" stream of the two-stream models (ViLBERT, CLIP, CAPTURE).
+_MODALITY_VARIANT_NAMES = {Modality.T: ("title", "text")}
+
+
+def modality_vectors(variants: dict[str, Any], mods: ModalitySet) -> dict[str, Any]:
+    """``{modality code: (N, d) vectors}`` for each requested modality the model embeds on its own."""
+    out = {}
+    for m in mods:
+        name = next((n for n in _MODALITY_VARIANT_NAMES.get(m, (m.long_name,)) if n in variants), None)
+        if name is not None:
+            out[m.value] = variants[name]
+    return out
 
 
 def finetune_schedule(plan: Plan, cls_train_rows: Any) -> tuple[int, Any]:
@@ -590,9 +605,8 @@ def _save_embeddings(path: Path, variants: dict, mods: ModalitySet, catalog, row
               "item_id": np.asarray(catalog.dataset.select(rows.tolist())["item_id"]),
               "category": np.asarray([catalog.category_names[c] for c in cat_ids[rows]]),
               "product": np.asarray([catalog.product_names[p] for p in prod_ids[rows]])}
-    for m in mods:
-        if m.long_name in variants:
-            arrays[f"emb_{m.value}"] = variants[m.long_name].astype("float32")
+    for code, vec in modality_vectors(variants, mods).items():
+        arrays[f"emb_{code}"] = vec.astype("float32")
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)

@@ -144,3 +144,16 @@ def test_pretrain_lock_serialises_processes_on_one_run_dir(tmp_path):
         pass
     held.release()
     assert said == []
+
+
+@pytest.mark.parametrize("model", ["scale", "clip", "vilbert", "capture"])
+def test_models_with_per_modality_vectors_give_title_and_image(model):
+    """Cross-modal retrieval needs each modality's own vector: the title stream is `title` in SCALE
+    and `text` in the two-stream baselines; both are found."""
+    from bench.pipeline import modality_vectors
+    from bench.registry import create_model
+    from bench.testing import random_batch, tiny_spec
+
+    spec, mods = tiny_spec(), ModalitySet.parse("I,T")
+    variants = create_model(model, mods, spec).embed_variants(random_batch(spec, mods, batch_size=4, seed=0))
+    assert set(modality_vectors(variants, mods)) == {"I", "T"}
