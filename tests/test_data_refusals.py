@@ -289,6 +289,14 @@ def _spawned_workers(pid: int) -> list[int]:
     return out
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT as a terminal leaves it (default, unblocked). A runner that
+    starts the tests in the background (``cmd &`` in a non-interactive shell) ignores SIGINT, and
+    Python keeps an ignored SIGINT ignored, so the child would never see the Ctrl-C under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc")
 @pytest.mark.parametrize("delay", [0.3, 8.0], ids=["workers-starting", "workers-featurizing"])
@@ -298,7 +306,7 @@ def test_ctrl_c_in_features_build_is_quiet(mini_catalog, tmp_path, delay):
     env = dict(os.environ, M5BENCH_HOME=str(tmp_path / "home"))
     p = subprocess.Popen([sys.executable, "-m", "bench.cli", "features", "build", f"m5product:{mini_catalog.root}",
                           "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=_as_from_a_terminal)
     try:
         t0 = time.time()
         while len(_spawned_workers(p.pid)) < 2 and time.time() - t0 < 180 and p.poll() is None:
