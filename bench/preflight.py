@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from bench.console import UserError
-from bench.modalities import Modality, ModalitySet
+from bench.modalities import ModalitySet
 
 #: An evaluation with fewer queries than this, or fewer positives per query on average than
 #: ``MIN_POSITIVES``, cannot separate models: its numbers are flagged as unreliable.
@@ -28,16 +28,6 @@ class EvalHealth:
     warnings: list[str] = field(default_factory=list)
 
 
-def _present_rows(catalog: Any, mod: Modality) -> np.ndarray:
-    """Which listings carry ``mod`` according to the catalog (before any media is decoded)."""
-    col = {Modality.IMAGE: "image", Modality.TEXT: "title", Modality.TABLE: "table",
-           Modality.VIDEO: "video", Modality.AUDIO: "audio"}[mod]
-    values = catalog.dataset[col]
-    if mod in (Modality.TEXT, Modality.TABLE):
-        return np.fromiter((bool(v) for v in values), dtype=bool, count=len(values))
-    return np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
-
-
 def pretrain_rows(catalog: Any, split: str, mods: ModalitySet, incomplete: bool,
                   present: Any = None) -> np.ndarray:
     """Row indices of the pretraining pool; without ``incomplete``, only listings with every
@@ -48,7 +38,7 @@ def pretrain_rows(catalog: Any, split: str, mods: ModalitySet, incomplete: bool,
         return rows
     keep = np.ones(len(rows), dtype=bool)
     for m in mods:
-        keep &= (present(m) if present is not None else _present_rows(catalog, m))[rows]
+        keep &= (present(m) if present is not None else catalog.has_modality(m.value))[rows]
     return rows[keep]
 
 

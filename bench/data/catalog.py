@@ -105,17 +105,18 @@ class Catalog:
         """Category -> super-category, where the source knows it (the synthetic catalog does)."""
         return dict(self.info.get("super_categories") or {})
 
+    def has_modality(self, code: str) -> np.ndarray:
+        """``bool[N]``: which listings carry modality ``code`` (I, T, Tab, V, A) by the catalog's own
+        columns (a non-empty title or table, a media path), before any media is decoded."""
+        col = {"I": "image", "T": "title", "Tab": "table", "V": "video", "A": "audio"}[code]
+        values = self.dataset[col]
+        test = bool if code in ("T", "Tab") else (lambda x: x is not None)
+        return np.fromiter((test(x) for x in values), dtype=bool, count=len(values))
+
     def modality_presence(self) -> dict[str, float]:
         """Fraction of listings that have each modality (I, T, Tab, V, A)."""
-        d = self.dataset.select_columns(["title", "table", "image", "video", "audio"]).to_dict()
         n = max(len(self), 1)
-        return {
-            "I": sum(x is not None for x in d["image"]) / n,
-            "T": sum(bool(x) for x in d["title"]) / n,
-            "Tab": sum(bool(x) for x in d["table"]) / n,
-            "V": sum(x is not None for x in d["video"]) / n,
-            "A": sum(x is not None for x in d["audio"]) / n,
-        }
+        return {code: float(self.has_modality(code).sum()) / n for code in ("I", "T", "Tab", "V", "A")}
 
     def check_modalities(self, modalities: Iterable[Any]) -> None:
         """Refuse (:class:`CatalogError`, one line) when a requested modality has no listing at all.
