@@ -36,6 +36,10 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Generator seed; same seed and version give byte-identical files."),
     n_listings: Optional[int] = typer.Option(None, "--n-listings", hidden=True, help="Override the listing count (tests)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes for rendering media (default: CPUs, max 4)."),
+    official_lists: bool = typer.Option(False, "--official-lists",
+                                        help="Write the split lists under the release's own names and in the official "
+                                             "protocol's shape (separate coarse gallery, fine leave-one-out, the subset's "
+                                             "own test set); load it as m5product:OUT."),
 ) -> None:
     """Generate the synthetic catalog (real JPEG / MP4 / MP3 files) in the M5Product release layout."""
     import time
@@ -49,7 +53,7 @@ def synth(
         raise UserError(f"{out} exists and is not empty")
     t0 = time.perf_counter()
     with err_console.status(f"generating synthetic {size} catalog (seed {seed}) ..."):
-        info = generate(out, config_for(size, seed, n_listings), workers=workers)
+        info = generate(out, config_for(size, seed, n_listings, official_lists=official_lists), workers=workers)
     c = info["counts"]
     console.print(f"wrote {c['listings']} listings ({c['categories']} categories, {c['products']} products, "
                   f"{c['image']} images, {c['video']} videos, {c['audio']} audios) to {out} "

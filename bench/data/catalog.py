@@ -140,7 +140,21 @@ class Catalog:
         col = {"I": "image", "T": "title", "Tab": "table", "V": "video", "A": "audio"}[code]
         values = self.dataset[col]
         test = bool if code in ("T", "Tab") else (lambda x: x is not None)
-        return np.fromiter((test(x) for x in values), dtype=bool, count=len(values))
+        has = np.fromiter((test(x) for x in values), dtype=bool, count=len(values))
+        return has | self._precomputed_has(code)
+
+    def _precomputed_has(self, code: str) -> np.ndarray | bool:
+        """Listings a precomputed feature source covers: every listing for region TSVs (a listing
+        missing from them is counted when features are built), the ``{item_id}.npy`` files for
+        S3D / mel folders (one directory listing, nothing decoded)."""
+        pre = self.info.get("precomputed") or {}
+        if code == "I" and pre.get("image_tsv"):
+            return True
+        folder = pre.get({"V": "video_npy_dir", "A": "audio_npy_dir"}.get(code, ""))
+        if not folder:
+            return False
+        stems = {n[:-4] for n in os.listdir(folder) if n.endswith(".npy")}
+        return np.fromiter((i in stems for i in self.dataset["item_id"]), dtype=bool, count=len(self))
 
     def modality_presence(self) -> dict[str, float]:
         """Fraction of listings that have each modality (I, T, Tab, V, A)."""

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from bench.data.errors import CatalogError
 from bench.data.pv import PvError, table_from_any
 from bench.data.release import (SUBSET_GT_NAMES, find_precomputed_dirs, find_region_tsvs, find_release_lists,
-                                unrecognised_entries)
+                                release_list_names, unrecognised_entries)
 from bench.data.splits import SPLIT_FILES
 
 META_INFO_NAMES = ("meta_info.jsonl", "meta_info.json")
@@ -461,6 +461,7 @@ def read_m5product(root: Path, skips: Problems, encoding: str | None = None) -> 
     info["column_hints"] = column_hints(list(unknown), META_KEYS)
     used = set(info["files"].values()) | set(shards) | {v for v in pre.values() if isinstance(v, str)}
     used |= {str(root / d) for dirs, _ in MEDIA_DIRS.values() for d in dirs} | {str(root / "splits"), str(root / "info.json")}
+    used |= {str(root / n) for n in RELEASE_FILE_NAMES + release_list_names()}  # known names, read or shadowed
     info["unrecognised_files"] = unrecognised_entries(root, used)
 
     gen_info = root / "info.json"

@@ -56,6 +56,11 @@ def find_release_lists(root: Path) -> dict[str, Path]:
     return found
 
 
+def release_list_names() -> tuple[str, ...]:
+    """Every file name :func:`find_release_lists` accepts."""
+    return tuple(f"{s}{e}" for stems in RELEASE_LISTS.values() for s in stems for e in LIST_EXTS)
+
+
 def is_region_tsv(path: Path) -> bool:
     """Whether ``path``'s first data line looks like a region-feature row (>= 6 tab-separated fields)."""
     try:

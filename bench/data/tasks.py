@@ -138,3 +138,25 @@ def cls_rows(cols: Mapping[str, Sequence[Any]], lists: Mapping[str, set[str]], i
                            if categories[i] in seen], dtype=np.int64)
         return train, test
     return np.flatnonzero(cs == "train").astype(np.int64), np.flatnonzero(cs == "test").astype(np.int64)
+
+
+def eval_masks(catalog: Any, split: str, eval_rows: np.ndarray) -> dict[str, Any]:
+    """The evaluator's per-row arguments over ``eval_rows`` (the embedded evaluation rows) for the
+    cells pretrained on ``split``: query masks, each task's gallery mask, |P| per row where the
+    ground truth counts it, the clustering rows (the coarse task's queries and gallery) and the
+    protocol description a result records."""
+    pos_of = {int(r): i for i, r in enumerate(eval_rows.tolist())}
+    n = len(eval_rows)
+    out: dict[str, Any] = {"queries": {}, "galleries": {}, "positives": {}, "protocol": {}}
+    for task in TASKS:
+        ts = catalog.task_set(task, split)
+        q, g = np.isin(eval_rows, ts.query), np.isin(eval_rows, ts.gallery)
+        out["queries"][task], out["galleries"][task] = q, g
+        if ts.positives is not None:
+            p = np.zeros(n, dtype=np.int64)
+            keep = np.isin(ts.query, eval_rows)
+            p[[pos_of[int(r)] for r in ts.query[keep].tolist()]] = ts.positives[keep]
+            out["positives"][task] = p
+        out["protocol"][task] = ts.describe()
+    out["cluster_rows"] = out["queries"]["coarse"] | out["galleries"]["coarse"]
+    return out
