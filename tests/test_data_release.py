@@ -177,7 +177,8 @@ def test_official_protocol_scores_lone_queries_zero_and_is_recorded(release):
     assert proto["coarse"]["queries_in_gallery"] == 0
 
 
-def test_stats_lists_shards_protocol_and_unrecognised_files(tmp_path, monkeypatch, capsys, wide_console):
+@pytest.mark.usefixtures("wide_console")
+def test_stats_lists_shards_protocol_and_unrecognised_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("M5BENCH_HOME", str(tmp_path / "home"))
     root = make_release(tmp_path / "release")
     rc, out, _ = cli(["data", "stats", f"m5product:{root}"], capsys)
@@ -194,3 +195,53 @@ def test_unreadable_release_list_is_a_one_line_refusal(tmp_path, monkeypatch):
     (root / "query_c_id_label.json").write_text("{not json")
     with pytest.raises(CatalogError, match="query_c_id_label.json.*invalid JSON"):
         load_catalog(f"m5product:{root}", progress=False)
+
+
+@pytest.fixture(scope="module")
+def official_synth(tmp_path_factory):
+    """A tiny synthetic catalog written with the release's own list names (``official_lists``)."""
+    from bench.data.synth import config_for, generate
+
+    out = tmp_path_factory.mktemp("official_synth") / "catalog"
+    generate(out, config_for("tiny", seed=0, n_listings=80, official_lists=True), workers=1)
+    return out
+
+
+def test_synth_official_lists_load_as_the_official_protocol(official_synth, tiny_synth_dir):
+    from bench.data.release import RELEASE_LISTS
+
+    for role in ("coarse_query", "coarse_gallery", "fine_query", "subset", "subset_test", "pretrain"):
+        assert (official_synth / f"{RELEASE_LISTS[role][0]}.json").is_file(), role
+    assert (official_synth / "subset_v2_id_label.json").is_file()
+    assert not any((official_synth / "splits").glob("*"))  # no harness lists beside the release's
+    cat = load_catalog(f"m5product:{official_synth}", progress=False)
+    ids = list(cat.dataset["item_id"])
+    q, g, loo = cat.task_rows("coarse", "full")
+    expect = json.loads((official_synth / "query_c_id_label.json").read_text())
+    assert sorted(ids[r] for r in q) == sorted(expect) and not loo and not np.isin(q, g).any()
+    q, g, loo = cat.task_rows("fine", "full")
+    assert loo and np.array_equal(q, g)
+    assert cat.info["unrecognised_files"] == []
+    # the embedded catalogs are written as before: harness lists only, no new config key
+    assert not any((tiny_synth_dir / f"{stems[0]}.json").exists() for stems in RELEASE_LISTS.values())
+    assert "official_lists" not in json.loads((tiny_synth_dir / "info.json").read_text())["config"]
+    plain = load_catalog(f"m5product:{tiny_synth_dir}", progress=False)
+    assert plain.task_sets is None and plain.info.get("protocol") is None
+
+
+def test_run_on_official_lists_records_the_protocol(official_synth, tmp_path):
+    from bench.modalities import ModalitySet
+    from bench.pipeline import CellSpec, plan_cell, run_cell
+
+    for split in ("full", "subset"):
+        cell = CellSpec("bert", ModalitySet.parse("T"), data=f"m5product:{official_synth}", split=split, seed=0,
+                        overrides={"max_steps": 2, "batch_size": 16, "finetune_epochs": 1})
+        res = run_cell(plan_cell(cell, tmp_path / split), progress=False, say=lambda s: None)
+        proto = res["definitions"]["retrieval_protocol"]
+        assert proto["fine"]["leave_one_out"] and proto["fine"]["queries"] == proto["fine"]["gallery"]
+        assert proto["coarse"]["leave_one_out"] == (split == "subset")
+        assert proto["coarse"]["positives_from"] != "the gallery"
+        assert res["counts"]["fine/queries"] == proto["fine"]["queries"]
+        # the subset cells fine-tune on the subset's training list (the official subset scripts)
+        subset = json.loads((official_synth / "subset_v2_train_id_label.json").read_text())
+        assert (res["counts"]["cls_train_listings"] == len(subset)) == (split == "subset")
