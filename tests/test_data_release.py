@@ -245,3 +245,29 @@ def test_run_on_official_lists_records_the_protocol(official_synth, tmp_path):
         # the subset cells fine-tune on the subset's training list (the official subset scripts)
         subset = json.loads((official_synth / "subset_v2_train_id_label.json").read_text())
         assert (res["counts"]["cls_train_listings"] == len(subset)) == (split == "subset")
+
+
+def test_protocol_file_scores_external_embeddings_as_the_run_does(release, tmp_path):
+    from bench.data.tasks import eval_masks
+    from bench.eval import evaluate
+    from bench.eval.files import score_embeddings
+    from bench.protocol import read_protocol, write_protocol
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(len(release), 8)).astype(np.float32)
+    ids = np.asarray(release.dataset["item_id"])
+    for split in ("full", "subset"):
+        path = tmp_path / f"{split}.parquet"
+        write_protocol(release, path, split)
+        cols = read_protocol(path)
+        assert cols["fine_gallery"].sum() == len(QUERY_FG) and cols["coarse_query"].sum() == (3 if split == "full" else 4)
+        ext = score_embeddings({"item_id": ids, "embeddings": x}, path, probe=False, knn_backend="select")
+        eval_rows = release.split_indices("gallery")
+        sets = eval_masks(release, split, eval_rows)
+        own = evaluate(x[eval_rows], category=release.category_ids()[eval_rows], product=release.product_ids()[eval_rows],
+                       coarse_query=sets["queries"]["coarse"], fine_query=sets["queries"]["fine"],
+                       gallery=sets["cluster_rows"], task_galleries=sets["galleries"],
+                       positive_counts=sets["positives"] or None, tasks=("retrieval", "clustering"),
+                       knn_backend="select")
+        for k, v in own["metrics"].items():
+            assert ext["metrics"][k] == pytest.approx(v, nan_ok=True), (split, k)

@@ -143,15 +143,21 @@ def stats(
 def protocol(
     source: str = typer.Argument(..., help="synthetic[:SIZE[:SEED]], m5product:PATH, manifest:PATH, or a path."),
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write (one row per listing)."),
+    split: str = typer.Option("full", "--split", help="The pretraining split whose cells' sets to write "
+                              "(subset or full; they differ only where a release gives the subset its own test set)."),
     encoding: Optional[str] = ENCODING,
 ) -> None:
     """Write the catalog's evaluation protocol (item_id, category, product, split, coarse_query,
-    fine_query, cls_split), the rows `bench run` evaluates by, for `bench eval --protocol`."""
+    fine_query, cls_split, and each task's gallery where the catalog's lists give one), the rows
+    `bench run` evaluates by, for `bench eval --protocol`."""
+    from bench.console import UserError
     from bench.data.catalog import load_catalog
     from bench.protocol import write_protocol
 
+    if split not in ("subset", "full"):
+        raise UserError(f"unknown split {split!r}; choose subset or full")
     cat = load_catalog(_source_for(source), progress=False, encoding=encoding)
-    cols = write_protocol(cat, out)
+    cols = write_protocol(cat, out, split)
     n_eval = int((cols["split"] == "eval").sum())
     console.print(f"wrote {out}: {len(cat)} listings ({n_eval} eval, {int(cols['coarse_query'].sum())} coarse / "
                   f"{int(cols['fine_query'].sum())} fine queries, {int((cols['cls_split'] == 'train').sum())} probe-train, "
