@@ -271,3 +271,23 @@ def test_protocol_file_scores_external_embeddings_as_the_run_does(release, tmp_p
                        knn_backend="select")
         for k, v in own["metrics"].items():
             assert ext["metrics"][k] == pytest.approx(v, nan_ok=True), (split, k)
+
+
+def test_region_index_is_built_once_and_first_shard_wins(tmp_path):
+    import os
+
+    from bench.features.image import shard_location
+    from bench.features.region_index import region_index
+
+    a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    a.write_text("x\t1\t1\t0\t\t\n" + "y\t1\t1\t0\t\t\n")
+    b.write_text("y\t2\t2\t0\t\t\n" + "z\t2\t2\t0\t\t\n")
+    idx = region_index([str(a), str(b)], tmp_path / "cache")
+    x, y, z, w = idx.lookup(["x", "y", "z", "w"])
+    assert shard_location(x) == (0, 0) and shard_location(y) == (0, 10) and shard_location(z) == (1, 10) and w is None
+    (cached,) = (tmp_path / "cache").glob("*.npz")
+    again = region_index([str(a), str(b)], tmp_path / "cache")  # loaded, not rescanned
+    assert again.lookup(["z"]) == [z] and len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    b.write_text("z\t2\t2\t0\t\t\n")  # a changed shard is indexed again
+    os.utime(b, ns=(1, 1))
+    assert shard_location(region_index([str(a), str(b)], tmp_path / "cache").lookup(["z"])[0]) == (1, 0)

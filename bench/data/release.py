@@ -79,7 +79,7 @@ def find_region_tsvs(root: Path) -> tuple[list[str], list[str]]:
     """``(region TSV shards, other .tsv files)`` at ``root`` and ``root/features``, each sorted by path.
 
     Only the first line of a file is read: the shards themselves are indexed by byte offset when
-    features are built (:func:`bench.features.image.index_region_shards`)."""
+    features are built (:mod:`bench.features.region_index`)."""
     shards, other = [], []
     for p in sorted(list(root.glob("*.tsv")) + list((root / "features").glob("*.tsv"))):
         (shards if is_region_tsv(p) else other).append(str(p))

@@ -119,22 +119,12 @@ def index_region_tsv(path: str) -> dict[str, int]:
 
 
 #: A shard's index lives in the high bits of a packed location, its byte offset in the low 40 (1 TiB).
-_OFFSET_BITS = 40
-
-
-def index_region_shards(paths: list[str]) -> dict[str, int]:
-    """Map ``image_id`` -> packed ``(shard << 40) | offset`` over every shard, in one pass per shard
-    (the first shard to list an id wins); unpack with :func:`shard_location`."""
-    index: dict[str, int] = {}
-    for s, path in enumerate(paths):
-        for key, off in index_region_tsv(path).items():
-            index.setdefault(key, (s << _OFFSET_BITS) | off)
-    return index
+OFFSET_BITS = 40
 
 
 def shard_location(packed: int) -> tuple[int, int]:
-    """``(shard, byte offset)`` of a location from :func:`index_region_shards`."""
-    return packed >> _OFFSET_BITS, packed & ((1 << _OFFSET_BITS) - 1)
+    """``(shard, byte offset)`` of a packed location (:mod:`bench.features.region_index`)."""
+    return packed >> OFFSET_BITS, packed & ((1 << OFFSET_BITS) - 1)
 
 
 def tsv_feature_dim(path: str) -> int:

@@ -256,6 +256,17 @@ def _label_ids(values: list[str | None]) -> tuple[np.ndarray, list[str]]:
     return np.asarray([lookup.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64), names
 
 
+def _first_tsv_dim(shards: list[str], dim_of: Any) -> int:
+    """The feature dimension of the first shard that has a data row."""
+    for i, path in enumerate(shards):
+        try:
+            return dim_of(path)
+        except ValueError:
+            if i == len(shards) - 1:
+                raise
+    raise ValueError("no region TSV shards")
+
+
 def _feature_dims(cfg: FeatureConfig, pre: dict[str, str | None]) -> dict[str, int | None]:
     """Dims known before extraction; CNN dims stay None (workers read them off the built backbone,
     so the parent never pays for importing timm)."""
@@ -263,7 +274,8 @@ def _feature_dims(cfg: FeatureConfig, pre: dict[str, str | None]) -> dict[str, i
     if pre["image_tsv"]:
         from bench.features.image import tsv_feature_dim
 
-        dims["region_dim"], dims["max_regions"] = tsv_feature_dim(pre["image_tsv"]), 36
+        shards = pre.get("image_tsv_shards") or [pre["image_tsv"]]
+        dims["region_dim"], dims["max_regions"] = _first_tsv_dim(shards, tsv_feature_dim), 36
     else:
         dims["region_dim"], dims["max_regions"] = None, cfg.image_grid**2
     if pre["video_npy_dir"]:
@@ -354,9 +366,9 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
                   audio_dim=dims["audio_dim"], **pre)
     tsv_index = None
     if pre["image_tsv"]:
-        from bench.features.image import index_region_shards
+        from bench.features.region_index import region_index
 
-        tsv_index = index_region_shards(pre.get("image_tsv_shards") or [pre["image_tsv"]])
+        tsv_index = region_index(pre.get("image_tsv_shards") or [pre["image_tsv"]])
 
     def make_job(s: int) -> Job:
         a, b = s * S, min(n, (s + 1) * S)
@@ -365,7 +377,7 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
                   title=list(cols["title"]), table=list(cols["table"]), image=list(cols["image"]),
                   video=list(cols["video"]), audio=list(cols["audio"]), fail_after=_fail_after)
         if tsv_index is not None:
-            job.tsv_offsets = [tsv_index.get(str(i)) for i in job.item_id]
+            job.tsv_offsets = tsv_index.lookup(job.item_id)
         return job
 
     _run_jobs(setup, pending, make_job, workers, progress, n, done_rows, out.name)
