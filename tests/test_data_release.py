@@ -76,6 +76,8 @@ def make_release(root: Path) -> Path:
         np.save(root / "video_feature" / f"{iid}.npy", np.full((4, 1024), 0.5, np.float16))
     for iid in AUDIO:
         np.save(root / "audio_feature" / f"{iid}.npy", np.ones((80, 751), np.float32))
+    # a listed query whose listing is not in the annotation: not scored, counted
+    (root / "query_c_id_label.json").write_text(json.dumps({**_ids(QUERY_C), "gone": {"label": "cA"}}))
     (root / "README.txt").write_text("release notes")
     (root / "gallery_c_feature.lmdb").mkdir()
     return root
@@ -174,7 +176,7 @@ def test_official_protocol_scores_lone_queries_zero_and_is_recorded(release):
     proto = out["definitions"]["retrieval_protocol"]
     assert proto["fine"]["leave_one_out"] and proto["fine"]["queries"] == proto["fine"]["gallery"] == 7
     assert not proto["coarse"]["leave_one_out"] and (proto["coarse"]["queries"], proto["coarse"]["gallery"]) == (3, 4)
-    assert proto["coarse"]["queries_in_gallery"] == 0
+    assert proto["coarse"]["queries_in_gallery"] == 0 and proto["coarse"]["listed_absent"] == 1
 
 
 @pytest.mark.usefixtures("wide_console")

@@ -163,13 +163,13 @@ def protocol_table(cat: "Catalog") -> Table:
 
     lists = cat.info.get("release_lists") or []
     t = Table(title="evaluation protocol" + (f" (release lists: {', '.join(lists)})" if lists else ""))
-    for col in ("task", "split", "queries", "gallery", "leave-one-out", "rule", "P counted in"):
-        t.add_column(col, justify="right" if col in ("queries", "gallery") else "left")
+    for col in ("task", "split", "queries", "gallery", "leave-one-out", "rule", "P counted in", "listed, absent"):
+        t.add_column(col, justify="right" if col in ("queries", "gallery", "listed, absent") else "left")
     for task in TASKS:
         for split in EVAL_SPLITS:
             d = cat.task_set(task, split).describe()
             t.add_row(task, split, str(d["queries"]), str(d["gallery"]), "yes" if d["leave_one_out"] else "no",
-                      d["rule"], d["positives_from"])
+                      d["rule"], d["positives_from"], str(d["listed_absent"]))
     return t
 
 

@@ -44,13 +44,14 @@ class TaskSet:
     #                               the gallery's own positives plus the query where it is a gallery row
     rule: str  # how the sets were chosen, in words
     positives_from: str  # where |P| is counted
+    listed_absent: int = 0  # ids on the task's lists with no listing in the catalog (dropped, or never there)
 
     def describe(self) -> dict[str, Any]:
         """What a result records about the protocol that ran."""
         return {"queries": int(len(self.query)), "gallery": int(len(self.gallery)),
                 "leave_one_out": self.leave_one_out,
                 "queries_in_gallery": int(np.isin(self.query, self.gallery).sum()),
-                "rule": self.rule, "positives_from": self.positives_from}
+                "rule": self.rule, "positives_from": self.positives_from, "listed_absent": self.listed_absent}
 
 
 def _rows(ids: set[str] | None, row_of: Mapping[str, int]) -> np.ndarray:
@@ -87,6 +88,9 @@ def build_task_sets(item_ids: Sequence[str], categories: Sequence[str], products
     released = set(release_roles)
     out: dict[tuple[str, str], TaskSet] = {}
 
+    def absent(*roles: str) -> int:
+        return sum(sum(1 for i in lists[r] if i not in row_of) for r in roles if r in lists)
+
     for task in TASKS:
         col_q = np.flatnonzero(np.asarray(cols[f"{task}_query"], dtype=bool)).astype(np.int64)
         if f"{task}_query" in released:
@@ -94,7 +98,8 @@ def build_task_sets(item_ids: Sequence[str], categories: Sequence[str], products
             if task == "fine":  # the released fine-grained script ranks the query set leave-one-out
                 pos = _gt_positive_counts(q, products, item_ids, gt_labels["fine"]) if "fine" in gt_labels else None
                 full = TaskSet(q, q, True, pos, "release lists: query_fg, leave-one-out",
-                               "fine-grained ground truth file" if pos is not None else "the gallery")
+                               "fine-grained ground truth file" if pos is not None else "the gallery",
+                               absent("fine_query"))
             else:
                 g = _rows(lists.get("coarse_gallery"), row_of) if "coarse_gallery" in lists else eval_rows
                 every = dict(Counter(categories[i] for i in range(len(item_ids))))
@@ -102,13 +107,14 @@ def build_task_sets(item_ids: Sequence[str], categories: Sequence[str], products
                 full = TaskSet(q, g, bool(np.array_equal(q, g)), pos,
                                "release lists: query_c against " + ("gallery_c" if "coarse_gallery" in lists
                                                                      else "every evaluation row"),
-                               "every labelled listing of the catalog (the whole annotation)")
+                               "every labelled listing of the catalog (the whole annotation)",
+                               absent("coarse_query", "coarse_gallery"))
         else:
             g_role = f"{task}_gallery"
             g = _rows(lists.get(g_role), row_of) if g_role in lists else eval_rows
             full = TaskSet(col_q, g, False, None,
                            (f"split columns against the {g_role} list" if g_role in lists
-                            else "split columns against every evaluation row"), "the gallery")
+                            else "split columns against every evaluation row"), "the gallery", absent(g_role))
         out[(task, "full")] = full
         out[(task, "subset")] = full
         if task == "coarse" and "subset_test" in lists:
@@ -116,7 +122,7 @@ def build_task_sets(item_ids: Sequence[str], categories: Sequence[str], products
             gt = gt_labels.get("subset")
             pos = _gt_positive_counts(st, categories, item_ids, gt) if gt else None
             out[(task, "subset")] = TaskSet(st, st, True, pos, "release lists: subset_v2_test, leave-one-out",
-                                            "subset ground truth file" if gt else "the gallery")
+                                            "subset ground truth file" if gt else "the gallery", absent("subset_test"))
     return out
 
 
