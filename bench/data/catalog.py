@@ -153,8 +153,11 @@ class Catalog:
         folder = pre.get({"V": "video_npy_dir", "A": "audio_npy_dir"}.get(code, ""))
         if not folder:
             return False
-        stems = {n[:-4] for n in os.listdir(folder) if n.endswith(".npy")}
-        return np.fromiter((i in stems for i in self.dataset["item_id"]), dtype=bool, count=len(self))
+        cache = self.__dict__.setdefault("_npy_present", {})  # one directory listing per folder
+        if folder not in cache:
+            stems = {n[:-4] for n in os.listdir(folder) if n.endswith(".npy")}
+            cache[folder] = np.fromiter((i in stems for i in self.dataset["item_id"]), dtype=bool, count=len(self))
+        return cache[folder]
 
     def modality_presence(self) -> dict[str, float]:
         """Fraction of listings that have each modality (I, T, Tab, V, A)."""
