@@ -424,15 +424,12 @@ def read_m5product(root: Path, skips: Problems, encoding: str | None = None) -> 
         info["product_ids"] = "item_id (the source has no product annotation)"
 
     subset_gt = _first(root, SUBSET_GT_NAMES)
-    if subset_gt is not None and subset_gt != id_path:
+    if subset_gt is not None:
         # The subset's own ground truth: its keys are the subset, its labels count the positives of
-        # the subset's coarse task (the annotations come from the full file read above).
+        # the subset's coarse task (also where it is the annotation file read above: then a
+        # meta_info file may hold listings outside the subset).
         info["files"]["subset_gt"] = str(subset_gt)
         info.setdefault("gt_labels", {})["subset"] = _gt_labels(subset_gt, encoding)
-    elif subset_gt is not None:
-        info["files"]["subset_gt"] = str(subset_gt)
-        info.setdefault("gt_labels", {})["subset"] = {r["item_id"]: r["category"] for r in recs.values()
-                                                      if r["category"] is not None}
 
     label_path = _first(root, LABEL_LIST_NAMES)
     if label_path is not None:
