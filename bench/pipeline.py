@@ -240,7 +240,7 @@ def preflight(plan: Plan, catalog: Any, setup: Setup, present: Any = None) -> Ch
     rows = pf.pretrain_rows(catalog, cell.split, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]), present)
     if not plan.pipeline["untrained"]:
         pf.check_batch(len(rows), setup.train_cfg.batch_size, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]))
-    return Checked(plan.result_path(catalog.source, catalog.fingerprint), rows, pf.eval_health(catalog))
+    return Checked(plan.result_path(catalog.source, catalog.fingerprint), rows, pf.eval_health(catalog, plan.cell.split))
 
 
 def describe_cache(plan: Plan) -> list[str]:
@@ -410,22 +410,26 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
     """Embed the evaluation and classification-train listings, score them, fine-tune, score again."""
     import numpy as np
 
+    from bench.data.tasks import eval_masks
     from bench.embedding import embed_rows
     from bench.eval.suite import evaluate
     from bench.finetune import finetune_classifier
 
     cell, mods, spec = plan.cell, plan.cell.modalities, store.spec
     eval_rows = catalog.split_indices("gallery")
-    cls_train_rows = catalog.split_indices("cls_train")
+    cls_train_rows, cls_test_rows = catalog.cls_rows(cell.split)
+    sets = eval_masks(catalog, cell.split, eval_rows)  # each task's queries and gallery for this split
     with sw("embed"):
         variants = embed_rows(model, store.batches(eval_rows, mods, 128), variants=True)
         emb_train = embed_rows(model, store.batches(cls_train_rows, mods, 128))
     cat_ids, prod_ids = catalog.category_ids(), catalog.product_ids()
-    in_eval = {name: np.isin(eval_rows, catalog.split_indices(name))
-               for name in ("coarse_query", "fine_query", "cls_test")}
+    in_eval = {"coarse_query": sets["queries"]["coarse"], "fine_query": sets["queries"]["fine"],
+               "cls_test": np.isin(eval_rows, cls_test_rows)}
     common = dict(category=cat_ids[eval_rows], product=prod_ids[eval_rows],
                   coarse_query=in_eval["coarse_query"], fine_query=in_eval["fine_query"],
-                  cls_test=in_eval["cls_test"], seed=cell.seed)
+                  cls_test=in_eval["cls_test"], seed=cell.seed, gallery=sets["cluster_rows"],
+                  task_galleries=sets["galleries"], positive_counts=sets["positives"] or None,
+                  protocol=sets["protocol"])
     with sw("evaluate"):
         pre = evaluate(variants["default"], train_embeddings=emb_train, train_category=cat_ids[cls_train_rows],
                        per_query=PER_QUERY + ("cls/correct[linear_probe]",), **common)

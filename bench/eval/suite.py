@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from bench.eval import classification, clustering, retrieval, scoring
+from bench.eval import by_task, classification, clustering, retrieval, scoring
 from bench.eval.knn import resolve_backend
 from bench.eval.labels import as_label_array
 from bench.eval.retrieval import SCALE  # every value is a fraction in [0, 1]
@@ -28,6 +28,15 @@ def _mask(x: Any, n: int, name: str, default: bool | None = None) -> np.ndarray:
             raise ValueError(f"{name} must be a boolean mask")
         arr = arr.astype(bool)
     return arr
+
+
+def _counts(x: Any, n: int, name: str) -> np.ndarray | None:
+    if x is None:
+        return None
+    arr = np.asarray(x)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be {n} integers, one per embedding row")
+    return arr.astype(np.int64)
 
 
 #: Largest float32; a dot product above it overflows to inf and every ranking breaks.
@@ -74,6 +83,9 @@ def evaluate(
     mem_budget_bytes: int = 256 << 20,
     cosine_too: bool = True,
     per_query: Sequence[str] = (),
+    task_galleries: Mapping[str, Any] | None = None,
+    positive_counts: Mapping[str, Any] | None = None,
+    protocol: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score one set of embeddings on coarse/fine retrieval, classification and clustering.
 
@@ -106,6 +118,13 @@ def evaluate(
         normalize: cosine instead of the raw dot product (retrieval, probe input, k-means input).
         cosine_too: with the raw dot product, also score every retrieval metric on L2-normalised
             embeddings, named ``.../cos`` (:mod:`bench.eval.scoring`).
+        task_galleries: ``{"coarse": (N,) bool, "fine": (N,) bool}``: each task's own gallery rows
+            (the official protocol: a separate coarse gallery, the fine query set leave-one-out);
+            a task not named uses ``gallery``. Clustering keeps using ``gallery``.
+        positive_counts: ``{task: (N,) int}``: |P| of each query row under ``[m5product]``, counted
+            in the task's ground-truth file (:func:`bench.eval.retrieval.retrieval_metrics`).
+        protocol: a description of the sets (which lists, leave-one-out or not, sizes), recorded
+            as ``definitions["retrieval_protocol"]``.
         per_query: metric names whose per-query values to return (``out["per_query"]``, float32
             over ``out["per_query"]["_query_rows"]``, NaN where a query is not scored), for paired
             comparisons of two results on the same queries; ``cls/correct[linear_probe]`` gives the
@@ -157,7 +176,26 @@ def evaluate(
     timings: dict[str, float] = {}
     out: dict[str, Any] = {"clustering_per_seed": [], "probe": None}
 
-    if "retrieval" in tasks:
+    if "retrieval" in tasks and (task_galleries is not None or positive_counts is not None):
+        t0 = time.perf_counter()
+        res = by_task.score_tasks(
+            x, {"coarse": cat, "fine": pid}, {"coarse": cq, "fine": fq},
+            {t: _mask((task_galleries or {}).get(t), n, f"{t} gallery", default=None)
+             if (task_galleries or {}).get(t) is not None else gal for t in ("coarse", "fine")},
+            {t: _counts((positive_counts or {}).get(t), n, f"{t} positive_counts") for t in ("coarse", "fine")},
+            normalize=normalize, cosine_too=cosine_too, ks=ks, max_topk=max_topk, backend=knn_backend,
+            mem_budget_bytes=mem_budget_bytes, per_query=per_query)
+        metrics.update(res["metrics"])
+        counts.update(res["counts"])
+        definitions.update(res["definitions"])
+        if res["hubness"]:
+            out["hubness"] = res["hubness"]
+        if per_query and res["per_query"]:
+            out["per_query"] = res["per_query"]
+        if protocol is not None:
+            definitions["retrieval_protocol"] = dict(protocol)
+        timings["retrieval"] = time.perf_counter() - t0
+    elif "retrieval" in tasks:
         t0 = time.perf_counter()
         g_rows = np.flatnonzero(gal)
         q_rows = np.flatnonzero(cq | fq)
