@@ -15,7 +15,6 @@ exactly as the stable sort of the full row would.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -191,7 +190,13 @@ _TINY = 2.0**-126
 # matmul of >= 4 rows and >= 12 columns with the same bits whichever other rows and columns are in the
 # call (measured); smaller calls use other kernels, so a group is never smaller than the score block it
 # stands for, and the union is padded to _MIN_UNION columns.
-_GROUP_ROWS, _MIN_UNION = 8, 64
+_GROUP_ROWS, _MIN_UNION = 4, 64
+# Rows whose candidates would cover more than this fraction of the gallery (near-constant scores) are
+# scored by the float32 matmul instead: re-scoring them would cost more than it saves.
+_MAX_CANDIDATE_FRACTION = 0.25
+# Score entries per candidate pass (the boolean mask); larger than _BLOCK_ELEMS so that a pass holds
+# enough rows for similar queries to be grouped.
+_BF16_PASS_ELEMS = 1 << 24
 
 
 @dataclass
@@ -273,35 +278,96 @@ def _bits_to_float(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.int32) << 16).view(np.float32)
 
 
-def row_groups_for_rescoring(c: int) -> list[tuple[int, int]]:
-    """Row ranges of ``_GROUP_ROWS`` (the last one up to 2x - 1), or one range when ``c`` is smaller."""
-    if c <= _GROUP_ROWS:
-        return [(0, c)]
-    bounds = [*range(0, c, _GROUP_ROWS), c]
-    if c % _GROUP_ROWS:  # the short last range joins the one before it
-        bounds.pop(-2)
-    return list(itertools.pairwise(bounds))
+def similar_row_groups(q: torch.Tensor) -> list[np.ndarray]:
+    """Rows of ``q`` in groups of ``_GROUP_ROWS`` (the last up to 2x - 1; one group if fewer rows), each a
+    row with its most cosine-similar unassigned rows: similar queries share candidates, so each group's
+    union of candidates, which its re-scoring reads, is smaller."""
+    c = q.shape[0]
+    if c < 2 * _GROUP_ROWS:
+        return [np.arange(c)]
+    unit = q / q.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    sim = (unit @ unit.T).numpy()
+    free = np.ones(c, dtype=bool)
+    groups = []
+    for _ in range(c // _GROUP_ROWS - 1):
+        i = int(np.argmax(free))
+        cand = np.where(free, sim[i], -np.inf)
+        cand[i] = np.inf
+        members = np.argpartition(-cand, _GROUP_ROWS - 1)[:_GROUP_ROWS]
+        free[members] = False
+        groups.append(np.sort(members))
+    groups.append(np.flatnonzero(free))
+    return groups
+
+
+class _Union:
+    """The sorted union of column lists over an n-column gallery, by a reused marker array (O(n) a call)."""
+
+    def __init__(self, n: int) -> None:
+        self.mark = np.zeros(n, dtype=bool)
+        self.inv = np.zeros(n, dtype=np.int64)
+
+    def __call__(self, *cols: np.ndarray) -> np.ndarray:
+        for c in cols:
+            self.mark[c] = True
+        union = np.flatnonzero(self.mark)
+        self.mark[union] = False
+        self.inv[union] = np.arange(len(union))
+        return union
 
 
 def _rescore_group(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, rows: np.ndarray,
-                   self_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 scores of the (row, col) candidates of one row group, and the rows' own-row scores.
+                   self_index: np.ndarray, union_of: _Union) -> tuple[np.ndarray, np.ndarray]:
+    """float32 scores of one row group's candidates ``(rows, cols)``, and the rows' own-row scores.
 
-    One matmul of the group's query rows against the union of their candidate columns (and own rows):
-    the same kernel family as the full score block's matmul, so the same bits (see ``_GROUP_ROWS``).
+    One matmul of the group's query rows against the union of their candidate columns and own rows: the
+    same kernel family as the full score block's matmul, so the same bits (see ``_GROUP_ROWS``).
     """
     n = gallery.shape[0]
-    extra = self_index[self_index >= 0]
-    union = np.unique(np.concatenate([cols, extra]))
+    own = self_index >= 0
+    union = union_of(cols, self_index[own])
     if len(union) < min(n, _MIN_UNION):
-        union = np.unique(np.concatenate([union, np.arange(min(n, _MIN_UNION))]))
-    s = torch.matmul(q, gallery.index_select(0, torch.from_numpy(union)).T).numpy()
-    vals = s[rows, np.searchsorted(union, cols)]
+        union = union_of(union, np.arange(min(n, _MIN_UNION)))
+    s = torch.matmul(q, torch.from_numpy(gallery.numpy()[union]).T).numpy()
+    vals = s[rows, union_of.inv[cols]]
     self_score = np.full(len(self_index), np.nan, dtype=np.float32)
-    has = self_index >= 0
-    self_score[has] = s[np.flatnonzero(has), np.searchsorted(union, self_index[has])]
+    self_score[own] = s[np.flatnonzero(own), union_of.inv[self_index[own]]]
     vals[cols == self_index[rows]] = -np.inf  # the own row is excluded, as in the float32 block
     return vals, self_score
+
+
+def _kth_of_lines(vals: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """k-th largest of each row's ``counts[r]`` consecutive ``vals`` (-inf where a row has fewer than k)."""
+    width = max(k, int(counts.max(initial=0)))
+    pad = np.full((len(counts), width), -np.inf, dtype=np.float32)
+    starts = np.cumsum(counts) - counts
+    pos = np.arange(len(vals)) - np.repeat(starts, counts)
+    pad.reshape(-1)[np.repeat(np.arange(len(counts)) * width, counts) + pos] = vals
+    return np.partition(pad, width - k, axis=1)[:, width - k].astype(np.float64)
+
+
+def _bf16_pass(sims: torch.Tensor, r0: int, r1: int, theta: np.ndarray, e: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates of rows r0:r1 (row-major flat positions within them, counts) and their exact k-th bf16 score.
+
+    The first pass uses the sampled ``theta``; a row whose candidates hold k or more scores has its exact
+    k-th among them, and keeps the candidates at or above its floor when that floor is not below the
+    sampled one (otherwise the pass missed columns: its whole row gives the k-th and is scanned again).
+    """
+    bits = sims.view(torch.int16).numpy()[r0:r1]
+    th, ee = theta[r0:r1], e[r0:r1]
+    tau = _candidate_floor(th, ee)
+    flat, counts = _bf16_candidates(bits, tau)
+    vals = _bits_to_float(bits.reshape(-1)[flat])
+    exact = _kth_of_lines(vals, counts, k)
+    redo = np.flatnonzero((counts < k) | (exact < th))
+    if len(redo):
+        exact[redo] = _kth_largest(sims[r0 + torch.from_numpy(redo)], k).double().numpy()
+        flat, counts = _bf16_candidates(bits, np.minimum(tau, _candidate_floor(exact, ee)))
+        vals = _bits_to_float(bits.reshape(-1)[flat])
+    rows = np.repeat(np.arange(r1 - r0), counts)
+    keep = vals >= _candidate_floor(exact, ee)[rows]
+    return flat[keep], np.bincount(rows[keep], minlength=r1 - r0), exact
 
 
 def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: int,
@@ -315,8 +381,8 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
         self_index: (c,) int64 own gallery row per query, -1 for none.
 
     Returns:
-        ``(index, score, self_score)``: as :func:`select_topk` on the float32 block with the own column set
-        to -inf, plus the own column's float32 score (NaN where none).
+        ``(index, score, self_score)``: what :func:`select_topk` returns for the float32 block with the
+        own column set to -inf, and the own column's float32 score (NaN where none).
     """
     c, n = sims.shape
     index = torch.empty((c, k), dtype=torch.int64)
@@ -325,29 +391,33 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
     theta_t = sample_threshold(sims, k)
     theta = (theta_t if theta_t is not None else _kth_largest(sims, k)).double().numpy()
     e = bf16_error(query, gallery)
-    bits = sims.view(torch.int16).numpy()
     selfs = self_index.numpy()
-    groups = row_groups_for_rescoring(c)
-    per_block = max(1, _BLOCK_ELEMS // (n * _GROUP_ROWS))
-    for g0 in range(0, len(groups), per_block):
-        r0, r1 = groups[g0][0], groups[min(len(groups), g0 + per_block) - 1][1]
-        block, th = bits[r0:r1], theta[r0:r1]
-        flat, counts = _bf16_candidates(block, _candidate_floor(th, e[r0:r1]))
-        rows = np.repeat(np.arange(r1 - r0), counts)
-        reach = np.bincount(rows, weights=_bits_to_float(block.reshape(-1)[flat]) >= th[rows], minlength=r1 - r0)
-        short = np.flatnonzero(reach < k)
-        if len(short):  # the sample set theta too high for these rows: use their exact k-th bf16 score
-            th = th.copy()
-            th[short] = _kth_largest(sims[r0 + torch.from_numpy(short)], k).double().numpy()
-            flat, counts = _bf16_candidates(block, _candidate_floor(th, e[r0:r1]))
-            rows = np.repeat(np.arange(r1 - r0), counts)
+    union_of = _Union(n)
+    step = c if c < 2 * _GROUP_ROWS else max(2 * _GROUP_ROWS, _BF16_PASS_ELEMS // n)
+    for r0 in range(0, c, step):
+        r1 = c if c - r0 < step + 2 * _GROUP_ROWS else r0 + step  # no pass shorter than two groups
+        if r0 >= r1:
+            break
+        flat, counts, _ = _bf16_pass(sims, r0, r1, theta, e, k)
+        if counts.sum() > _MAX_CANDIDATE_FRACTION * n * (r1 - r0):
+            exact = torch.matmul(query.exact[r0:r1], gallery.exact.T)
+            own = torch.from_numpy(np.flatnonzero(selfs[r0:r1] >= 0))
+            self_score[r0:r1] = float("nan")
+            self_score[r0 + own] = exact[own, self_index[r0 + own]]
+            exact[own, self_index[r0 + own]] = float("-inf")
+            index[r0:r1], score[r0:r1] = select_topk(exact, k)
+            continue
         cols = flat % n
         vals = np.empty(len(flat), dtype=np.float32)
         ends = np.cumsum(counts)
-        for a, b in groups[g0 : g0 + per_block]:
-            lo, hi = (ends[a - r0 - 1] if a > r0 else 0), ends[b - r0 - 1]
-            vals[lo:hi], own = _rescore_group(query.exact[a:b], gallery.exact, cols[lo:hi],
-                                              rows[lo:hi] - (a - r0), selfs[a:b])
-            self_score[a:b] = torch.from_numpy(own)
+        starts = ends - counts
+        for grp in similar_row_groups(query.exact[r0:r1]):
+            pos = np.concatenate([np.arange(starts[r], ends[r]) for r in grp])
+            rows = np.repeat(np.arange(len(grp)), counts[grp])
+            vals[pos], own = _rescore_group(query.exact[r0 + grp], gallery.exact, cols[pos], rows,
+                                            selfs[r0 + grp], union_of)
+            self_score[r0 + grp] = torch.from_numpy(own)
         index[r0:r1], score[r0:r1] = _sort_lines(cols, vals, counts, k)
+        if r1 == c:
+            break
     return index, score, self_score
