@@ -15,6 +15,7 @@ exactly as the stable sort of the full row would.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -370,6 +371,17 @@ def _bf16_pass(sims: torch.Tensor, r0: int, r1: int, theta: np.ndarray, e: np.nd
     return flat[keep], np.bincount(rows[keep], minlength=r1 - r0), exact
 
 
+def _float32_rows(q: torch.Tensor, gallery: torch.Tensor, self_index: torch.Tensor, k: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`select_topk` of the float32 scores of ``q``, own columns excluded, and the own-column scores."""
+    exact = torch.matmul(q, gallery.T)
+    own = torch.nonzero(self_index >= 0).flatten()
+    self_score = torch.full((q.shape[0],), float("nan"))
+    self_score[own] = exact[own, self_index[own]]
+    exact[own, self_index[own]] = float("-inf")
+    return (*select_topk(exact, k), self_score)
+
+
 def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: int,
                      self_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact float32 top-``k`` from bfloat16 scores: candidates by the error bound above, re-scored in float32.
@@ -393,19 +405,15 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
     e = bf16_error(query, gallery)
     selfs = self_index.numpy()
     union_of = _Union(n)
-    step = c if c < 2 * _GROUP_ROWS else max(2 * _GROUP_ROWS, _BF16_PASS_ELEMS // n)
-    for r0 in range(0, c, step):
-        r1 = c if c - r0 < step + 2 * _GROUP_ROWS else r0 + step  # no pass shorter than two groups
-        if r0 >= r1:
-            break
-        flat, counts, _ = _bf16_pass(sims, r0, r1, theta, e, k)
-        if counts.sum() > _MAX_CANDIDATE_FRACTION * n * (r1 - r0):
-            exact = torch.matmul(query.exact[r0:r1], gallery.exact.T)
-            own = torch.from_numpy(np.flatnonzero(selfs[r0:r1] >= 0))
-            self_score[r0:r1] = float("nan")
-            self_score[r0 + own] = exact[own, self_index[r0 + own]]
-            exact[own, self_index[r0 + own]] = float("-inf")
-            index[r0:r1], score[r0:r1] = select_topk(exact, k)
+    step = max(2 * _GROUP_ROWS, _BF16_PASS_ELEMS // n)
+    bounds = [*range(0, max(1, c - 2 * _GROUP_ROWS), step), c]  # passes of >= 2 groups (or the only one)
+    for r0, r1 in itertools.pairwise(bounds):
+        flat, counts = (None, None) if c < _GROUP_ROWS else _bf16_pass(sims, r0, r1, theta, e, k)[:2]
+        if counts is None or counts.sum() > _MAX_CANDIDATE_FRACTION * n * (r1 - r0):
+            # fewer rows than a group (BLAS kernels for 1-3 rows give bits by call shape: only the
+            # full row matches), or near-constant scores: the float32 matmul of these rows, as select
+            index[r0:r1], score[r0:r1], self_score[r0:r1] = _float32_rows(query.exact[r0:r1], gallery.exact,
+                                                                          self_index[r0:r1], k)
             continue
         cols = flat % n
         vals = np.empty(len(flat), dtype=np.float32)
@@ -418,6 +426,4 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
                                             selfs[r0 + grp], union_of)
             self_score[r0 + grp] = torch.from_numpy(own)
         index[r0:r1], score[r0:r1] = _sort_lines(cols, vals, counts, k)
-        if r1 == c:
-            break
     return index, score, self_score
