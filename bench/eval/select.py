@@ -11,6 +11,19 @@ Step 1 is a guess, step 2 checks it: a row whose threshold kept fewer than k col
 k-th score (``topk`` on that row alone) and is compared again, so the result never depends on the
 sample. Every column whose score ties the k-th is kept, so ties are broken by the lower column
 exactly as the stable sort of the full row would.
+
+:func:`select_topk_bf16` does the same from a bfloat16 score block (a matmul of bf16 copies, about a
+third of the float32 matmul's time on CPUs with bf16 dot-product instructions): a rigorous per-row
+bound on |bf16 score - float32 score| (derived below) lowers the k-th bf16 score to a floor that every
+column able to reach the float32 k-th score clears; those candidates are re-scored in float32 and
+sorted as above. The re-scoring is a float32 matmul of a group of >= 4 query rows against the union of
+their candidate columns, not a per-pair dot product: the BLAS gives a matmul entry the same bits
+whatever else shares the call once the call has >= 4 rows and >= 12 columns (MKL, measured), while no
+per-pair formula reproduces its summation order. So the lists and scores equal the float32 path's bit
+for bit where that holds (blocks of 1-3 rows, whose kernels do depend on the call's shape, are scored
+by the float32 matmul itself); on a BLAS where it does not, they are the exact top-k of genuine float32
+dot products of the same pairs, and only last-bit near-ties can order differently
+(``bench.eval.knn_choice`` checks this before ``auto`` may pick bf16).
 """
 
 from __future__ import annotations
@@ -167,7 +180,8 @@ def _row_groups(counts: np.ndarray, limit: int) -> list[tuple[int, int]]:
 #            |sum q^ g^ - s| <= |q| |t| + |r| |g^|;
 #   bf16 kernels flush subnormal inputs, products and sums to zero (DAZ/FTZ, measured): each such term
 #            moves the sum by at most 2^-126 (times max|g^| or max|q^| for a flushed input), A below;
-#   accumulation: the products are exact in float32 and summed in float32 in some order, so the sum
+#   accumulation: the products are exact in float32 and summed in float32 (the bf16 kernels keep
+#            float32 accumulators, rounding to bf16 once at the end) in some order, so the sum
 #            s~ is within gamma(2d) sum_k |q^_k g^_k| <= gamma(2d) |q^| |g^| (gamma(n) = n u / (1 - n u),
 #            u = 2^-24; 2d covers any summation tree, also one that adds products pairwise);
 #   output:  the kernel rounds s~ to bf16: s^ = s~ (1 + e), |e| <= 2^-8, so |s^ - s~| <= c |s^| with
