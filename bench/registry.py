@@ -57,6 +57,47 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
+# --- frozen encoder families (bench/encoders): ``PREFIX:ARGUMENT`` names one released model -------
+
+@dataclass(frozen=True)
+class Family:
+    target: str  # "module:Class" of the family's adapter; ``Class.bind(argument)`` is one model
+    consumes: str
+    paper_name: str
+    argument: str  # what follows the prefix, as help text
+    summary: str
+
+
+FAMILIES: dict[str, Family] = {
+    "hf": Family("bench.encoders.hf:HFEncoder", "T,Tab", "Hugging Face", "NAME_OR_PATH",
+                 "frozen transformers AutoModel, own tokenizer, mean (or [CLS]) pooling; Tab as 'key: value; ...'"),
+    "open_clip": Family("bench.encoders.openclip:OpenClipEncoder", "I,T", "OpenCLIP", "ARCH[@PRETRAINED]",
+                        "frozen open_clip model, own transforms and tokenizer; PRETRAINED: a tag or a local file"),
+    "timm": Family("bench.encoders.timm:TimmEncoder", "I,V", "timm", "NAME[@FILE]",
+                   "frozen timm backbone, timm's data config and transforms; V: mean over sampled frames"),
+}
+
+
+@dataclass(frozen=True)
+class FamilyEntry(ModelEntry):
+    """One model of a family; :meth:`load` gives the family's class bound to ``argument``."""
+
+    argument: str = ""
+
+    def load(self) -> type:
+        return super().load().bind(self.argument)
+
+
+def family_entry(prefix: str, argument: str) -> FamilyEntry:
+    """The entry of ``PREFIX:ARGUMENT``; an empty argument is refused naming the expected form."""
+    fam = FAMILIES[prefix]
+    if not argument.strip():
+        raise RegistryError(f"model {prefix + ':'!r} needs a model after the prefix: {prefix}:{fam.argument}")
+    mods = ModalitySet.parse(fam.consumes)
+    return FamilyEntry(name=f"{prefix}:{argument}", target=fam.target, consumes=mods, requires=ModalitySet(),
+                       paper_name=f"{fam.paper_name} {argument}", summary=fam.summary, argument=argument)
+
+
 def register(
     name: str, target: str, consumes: str, requires: str = "", *, paper_name: str, summary: str
 ) -> ModelEntry:
@@ -75,12 +116,17 @@ def register(
 
 
 def get(name: str) -> ModelEntry:
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise RegistryError(f"unknown model {name!r}.{hint} Registered: {', '.join(_REGISTRY)}") from None
+    prefix, sep, arg = name.partition(":")
+    if sep and prefix in FAMILIES:
+        return family_entry(prefix, arg)
+    known = list(_REGISTRY) + [f"{p}:{arg or 'NAME'}" for p in FAMILIES]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    families = ", ".join(f"{p}:{f.argument}" for p, f in FAMILIES.items())
+    raise RegistryError(f"unknown model {name!r}.{hint} Registered: {', '.join(_REGISTRY)}; "
+                        f"frozen encoder families: {families}")
 
 
 def names() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bench.console import console
@@ -12,7 +13,8 @@ ls_app = typer.Typer(help="List registered models or modality codes.", no_args_i
 
 @ls_app.command("models")
 def ls_models() -> None:
-    """Every registered model adapter and the modalities it consumes."""
+    """Every registered model adapter and the modalities it consumes, then the frozen encoder
+    families (``PREFIX:ARGUMENT`` names one released model)."""
     from bench import registry
 
     t = Table(title="registered models")
@@ -20,6 +22,9 @@ def ls_models() -> None:
         t.add_column(col)
     for e in registry.entries():
         t.add_row(e.name, e.paper_name, str(e.consumes), str(e.requires) or "-", e.target, e.summary)
+    for prefix, fam in registry.FAMILIES.items():
+        t.add_row(escape(f"{prefix}:{fam.argument}"), f"{fam.paper_name} (frozen encoder family)", fam.consumes, "-",
+                  fam.target, escape(fam.summary))
     console.print(t)
 
 
