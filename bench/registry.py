@@ -4,6 +4,11 @@ Entries are data: a name, the import path of the adapter class, and the modaliti
 Adapters are imported on first use, so ``bench ls models`` stays fast and one broken adapter
 cannot break the others. Duplicate names are errors; an unknown name answers with the list and the
 closest match; a modality request an adapter cannot serve is refused before any work starts.
+
+Besides the names registered here, a model can be: one of a frozen encoder family
+(``hf:NAME_OR_PATH``, ``open_clip:ARCH[@PRETRAINED]``, ``timm:NAME[@FILE]``; :data:`FAMILIES`), an
+adapter installed by another package under the entry-point group ``m5bench.models``, or any
+adapter class named as ``package.module:Class``. Plugins declare ``consumes`` on the class.
 """
 
 from __future__ import annotations
@@ -115,26 +120,77 @@ def register(
     return entry
 
 
+# --- plugins: the entry-point group ``m5bench.models`` and ``--model package.module:Class`` ---------
+
+#: The entry-point group third-party packages declare their adapters in (``name = "pkg.mod:Class"``).
+ENTRY_POINT_GROUP = "m5bench.models"
+
+
+def plugin_targets() -> dict[str, str]:
+    """``{name: "module:Class"}`` of every installed entry point of :data:`ENTRY_POINT_GROUP`
+    (read at each call, so a package installed into the running interpreter's path is seen)."""
+    from importlib.metadata import entry_points
+
+    out: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY or ep.name in out:
+            raise RegistryError(f"model {ep.name!r} of entry point {ep.value} is already registered "
+                                f"(by {_REGISTRY[ep.name].target if ep.name in _REGISTRY else out[ep.name]})")
+        out[ep.name] = ep.value
+    return out
+
+
+def plugin_entry(name: str, target: str) -> ModelEntry:
+    """The entry of an adapter class outside this repository, held to the same contract: a subclass
+    of :class:`bench.adapter.Adapter` declaring ``consumes`` (and optionally ``requires``,
+    ``paper_name``, ``summary``) as class attributes."""
+    from bench.adapter import Adapter
+
+    module, _, cls_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RegistryError(f"model {name!r}: cannot load {target} ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise RegistryError(f"model {name!r}: {target} is not a subclass of bench.adapter.Adapter")
+    consumes = getattr(cls, "consumes", None)
+    if not isinstance(consumes, str) or not consumes.strip():
+        raise RegistryError(f"model {name!r}: {target} declares no modalities; give the class "
+                            f"consumes = \"I,T\" (and requires = \"...\" if some are mandatory)")
+    requires = getattr(cls, "requires", "") or ""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return ModelEntry(name=name, target=target, consumes=ModalitySet.parse(consumes),
+                      requires=ModalitySet.parse(requires) if requires else ModalitySet(),
+                      paper_name=getattr(cls, "paper_name", cls.__name__),
+                      summary=getattr(cls, "summary", doc[0] if doc else "plugin adapter"))
+
+
 def get(name: str) -> ModelEntry:
     if name in _REGISTRY:
         return _REGISTRY[name]
+    plugins = plugin_targets()
+    if name in plugins:
+        return plugin_entry(name, plugins[name])
     prefix, sep, arg = name.partition(":")
     if sep and prefix in FAMILIES:
         return family_entry(prefix, arg)
-    known = list(_REGISTRY) + [f"{p}:{arg or 'NAME'}" for p in FAMILIES]
+    if sep and prefix and arg and all(p.isidentifier() for p in prefix.split(".") + [arg]):
+        return plugin_entry(name, name)  # --model package.module:Class
+    known = list(_REGISTRY) + list(plugins) + [f"{p}:{arg or 'NAME'}" for p in FAMILIES]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     families = ", ".join(f"{p}:{f.argument}" for p, f in FAMILIES.items())
-    raise RegistryError(f"unknown model {name!r}.{hint} Registered: {', '.join(_REGISTRY)}; "
-                        f"frozen encoder families: {families}")
+    raise RegistryError(f"unknown model {name!r}.{hint} Registered: {', '.join(list(_REGISTRY) + list(plugins))}; "
+                        f"frozen encoder families: {families}; or an adapter class as package.module:Class")
 
 
 def names() -> list[str]:
-    return list(_REGISTRY)
+    """The registered models, then the installed plugins (entry points)."""
+    return list(_REGISTRY) + list(plugin_targets())
 
 
 def entries() -> list[ModelEntry]:
-    return list(_REGISTRY.values())
+    return list(_REGISTRY.values()) + [plugin_entry(n, t) for n, t in plugin_targets().items()]
 
 
 def create_model(name: str, modalities: ModalitySet | str, spec, preset: str = "tiny", **overrides):
