@@ -241,7 +241,7 @@ def preflight(plan: Plan, catalog: Any, setup: Setup, present: Any = None) -> Ch
     cell = plan.cell
     pf.check_modalities(catalog, cell.modalities)
     rows = pf.pretrain_rows(catalog, cell.split, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]), present)
-    if not plan.pipeline["untrained"]:
+    if not plan.pipeline["untrained"] and getattr(plan.entry.load(), "pretrains", True):  # frozen encoders: none
         pf.check_batch(len(rows), setup.train_cfg.batch_size, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]))
     return Checked(plan.result_path(catalog.source, catalog.fingerprint), rows, pf.eval_health(catalog))
 
@@ -268,7 +268,9 @@ def describe_cache(plan: Plan) -> list[str]:
     checked = preflight(plan, catalog, setup)
     sdir = store_dir(catalog, fcfg)
     lines.append(f"features : {'cached' if (sdir / 'info.json').exists() else 'will be built'} ({sdir})")
-    if plan.pipeline["untrained"]:
+    if not getattr(plan.entry.load(), "pretrains", True):
+        lines.append("pretrain : none (frozen encoder: raw media encoded once, cached under $M5BENCH_HOME/encoders)")
+    elif plan.pipeline["untrained"]:
         lines.append("pretrain : skipped (untrained control)")
     else:
         done = (setup.run_dir / "final" / "model.safetensors").exists()

@@ -165,6 +165,15 @@ def plugin_entry(name: str, target: str) -> ModelEntry:
                       summary=getattr(cls, "summary", doc[0] if doc else "plugin adapter"))
 
 
+def _module_exists(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def get(name: str) -> ModelEntry:
     if name in _REGISTRY:
         return _REGISTRY[name]
@@ -174,7 +183,7 @@ def get(name: str) -> ModelEntry:
     prefix, sep, arg = name.partition(":")
     if sep and prefix in FAMILIES:
         return family_entry(prefix, arg)
-    if sep and prefix and arg and all(p.isidentifier() for p in prefix.split(".") + [arg]):
+    if sep and prefix and arg and all(p.isidentifier() for p in prefix.split(".") + [arg]) and _module_exists(prefix):
         return plugin_entry(name, name)  # --model package.module:Class
     known = list(_REGISTRY) + list(plugins) + [f"{p}:{arg or 'NAME'}" for p in FAMILIES]
     close = difflib.get_close_matches(name, known, n=1)

