@@ -72,6 +72,13 @@ class Family:
     argument: str  # what follows the prefix, as help text
     summary: str
 
+    @property
+    def plain_argument(self) -> str:
+        """``argument`` without brackets (``ARCH or ARCH@PRETRAINED``), for one-line messages that a
+        console would otherwise read as markup."""
+        base, sep, opt = self.argument.partition("[")
+        return f"{base} or {base}{opt.rstrip(']')}" if sep else base
+
 
 FAMILIES: dict[str, Family] = {
     "hf": Family("bench.encoders.hf:HFEncoder", "T,Tab", "Hugging Face", "NAME_OR_PATH",
@@ -97,7 +104,7 @@ def family_entry(prefix: str, argument: str) -> FamilyEntry:
     """The entry of ``PREFIX:ARGUMENT``; an empty argument is refused naming the expected form."""
     fam = FAMILIES[prefix]
     if not argument.strip():
-        raise RegistryError(f"model {prefix + ':'!r} needs a model after the prefix: {prefix}:{fam.argument}")
+        raise RegistryError(f"model {prefix + ':'!r} needs a model after the prefix: {prefix}:{fam.plain_argument}")
     mods = ModalitySet.parse(fam.consumes)
     return FamilyEntry(name=f"{prefix}:{argument}", target=fam.target, consumes=mods, requires=ModalitySet(),
                        paper_name=f"{fam.paper_name} {argument}", summary=fam.summary, argument=argument)
@@ -188,7 +195,7 @@ def get(name: str) -> ModelEntry:
     known = list(_REGISTRY) + list(plugins) + [f"{p}:{arg or 'NAME'}" for p in FAMILIES]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    families = ", ".join(f"{p}:{f.argument}" for p, f in FAMILIES.items())
+    families = ", ".join(f"{p}:{f.plain_argument}" for p, f in FAMILIES.items())
     raise RegistryError(f"unknown model {name!r}.{hint} Registered: {', '.join(list(_REGISTRY) + list(plugins))}; "
                         f"frozen encoder families: {families}; or an adapter class as package.module:Class")
 

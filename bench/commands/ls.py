@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bench.console import console
+from bench.console import UserError, console
 
 ls_app = typer.Typer(help="List registered models or modality codes.", no_args_is_help=True)
 
@@ -20,7 +20,11 @@ def ls_models() -> None:
     t = Table(title="registered models")
     for col in ("name", "paper name", "consumes", "requires", "adapter", "summary"):
         t.add_column(col)
-    for e in registry.entries():
+    try:
+        entries = registry.entries()
+    except registry.RegistryError as exc:  # a broken plugin is named in one line
+        raise UserError(str(exc)) from None
+    for e in entries:
         t.add_row(e.name, e.paper_name, str(e.consumes), str(e.requires) or "-", e.target, e.summary)
     for prefix, fam in registry.FAMILIES.items():
         t.add_row(escape(f"{prefix}:{fam.argument}"), f"{fam.paper_name} (frozen encoder family)", fam.consumes, "-",

@@ -188,8 +188,9 @@ class FrozenEncoder(Adapter):
 
     def set_vectors(self, vectors: dict[str, torch.Tensor]) -> None:
         """Install each modality's ``[catalog rows, d]`` vectors (zeros where a listing lacks it)."""
+        device = next(self.encoder.parameters()).device  # where the encoder ran (the GPU when there is one)
         for code, table in vectors.items():
-            self.register_buffer(f"vectors_{code}", table, persistent=False)
+            self.register_buffer(f"vectors_{code}", table.to(device), persistent=False)
 
     def embed_variants(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = {Modality(code).long_name: getattr(self, f"vectors_{code}")[batch.index]
