@@ -188,7 +188,8 @@ class FrozenEncoder(Adapter):
 
     def set_vectors(self, vectors: dict[str, torch.Tensor]) -> None:
         """Install each modality's ``[catalog rows, d]`` vectors (zeros where a listing lacks it)."""
-        device = next(self.encoder.parameters()).device  # where the encoder ran (the GPU when there is one)
+        param = next(self.parameters(), None)  # where the encoder ran (the GPU when there is one)
+        device = param.device if param is not None else torch.device("cpu")
         for code, table in vectors.items():
             self.register_buffer(f"vectors_{code}", table.to(device), persistent=False)
 
