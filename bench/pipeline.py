@@ -118,6 +118,9 @@ def plan_cell(cell: CellSpec, results_dir: Path | None = None) -> Plan:
     frac = pipeline["eval_fraction"]
     if frac is not None and not (isinstance(frac, (int, float)) and 0.0 < float(frac) < 1.0):
         raise UserError(f"eval_fraction must be a number between 0 and 1, got {frac!r}")
+    if pipeline["finetune"] not in (None, "full", "head"):
+        raise UserError(f"finetune must be 'full' (backbone and head) or 'head' (frozen backbone), "
+                        f"got {pipeline['finetune']!r}")
     for key in ("finetune_epochs", "split_seed"):  # settings whose default (None) says nothing of their type
         v = pipeline[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (key == "finetune_epochs" and v < 1)):
@@ -238,7 +241,7 @@ def preflight(plan: Plan, catalog: Any, setup: Setup, present: Any = None) -> Ch
     cell = plan.cell
     pf.check_modalities(catalog, cell.modalities)
     rows = pf.pretrain_rows(catalog, cell.split, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]), present)
-    if not plan.pipeline["untrained"]:
+    if not plan.pipeline["untrained"] and getattr(plan.entry.load(), "pretrains", True):  # frozen encoders: none
         pf.check_batch(len(rows), setup.train_cfg.batch_size, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]))
     return Checked(plan.result_path(catalog.source, catalog.fingerprint), rows, pf.eval_health(catalog, plan.cell.split))
 
@@ -265,7 +268,9 @@ def describe_cache(plan: Plan) -> list[str]:
     checked = preflight(plan, catalog, setup)
     sdir = store_dir(catalog, fcfg)
     lines.append(f"features : {'cached' if (sdir / 'info.json').exists() else 'will be built'} ({sdir})")
-    if plan.pipeline["untrained"]:
+    if not getattr(plan.entry.load(), "pretrains", True):
+        lines.append("pretrain : none (frozen encoder: raw media encoded once, cached under $M5BENCH_HOME/encoders)")
+    elif plan.pipeline["untrained"]:
         lines.append("pretrain : skipped (untrained control)")
     else:
         done = (setup.run_dir / "final" / "model.safetensors").exists()
@@ -346,6 +351,16 @@ def _run_cell(plan: Plan, state: dict[str, Any], *, progress: bool, say: Callabl
             store = build_features(catalog, fcfg, progress=progress)
         say(f"[bold]features[/] {'cached' if cached else 'built'}: {store.path}")
     spec = store.spec
+
+    # --- frozen encoders (bench/encoders): no pretrain stage; the whole run is theirs -------------
+    if not getattr(plan.entry.load(), "pretrains", True):
+        if pretrain_only:
+            raise UserError(f"{cell.model} is a frozen encoder: it has no pretraining stage")
+        from bench.encoders.run import run_frozen
+
+        state["stage"] = "score"
+        return run_frozen(plan, catalog, store, fcfg, setup, checked, sw, t_start, progress=progress, say=say)
+    # ------------------------------------------------------------------------------------------------
 
     model_cfg, tcfg, run_dir = setup.model_cfg, setup.train_cfg, setup.run_dir
     state["run_dir"] = run_dir
@@ -453,12 +468,16 @@ def _score(plan: Plan, catalog: Any, store: Any, model: Any, tcfg: Any, sw: Stop
             return store.batches(train_rows, mods, tcfg.batch_size, shuffle=True,
                                  seed=cell.seed * 10_007 + 5_000 + epoch, drop_last=True)
 
+        # finetune=head trains only the head on frozen features (the frozen encoders' default)
+        head_only = (plan.pipeline["finetune"] or getattr(model, "default_finetune", "full")) == "head"
         ft = finetune_classifier(model, ft_batches, max(1, len(train_rows) // tcfg.batch_size),
                                  store.batches(eval_rows, mods, 128), num_classes=spec.num_categories,
                                  cfg=ft_cfg, backbone_lr=ft_cfg.lr * float(plan.pipeline["finetune_backbone_lr"]),
                                  progress=progress, patience=int(plan.pipeline["finetune_patience"]),
-                                 holdout_batches=None if holdout is None else lambda: store.batches(holdout, mods, 128))
-        ft["schedule"].update(holdout_rows=0 if holdout is None else int(len(holdout)), train_rows=int(len(train_rows)))
+                                 holdout_batches=None if holdout is None else lambda: store.batches(holdout, mods, 128),
+                                 freeze_backbone=head_only)
+        ft["schedule"].update(holdout_rows=0 if holdout is None else int(len(holdout)), train_rows=int(len(train_rows)),
+                              backbone="frozen" if head_only else "fine-tuned")
     with sw("evaluate"):
         fin = evaluate(np.asarray(ft["features"]), head_predictions=np.asarray(ft["predictions"])[in_eval["cls_test"]],
                        tasks=("retrieval", "classification"), per_query=PER_QUERY, **common)

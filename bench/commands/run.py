@@ -76,6 +76,8 @@ def pretrain(
     plan = _plan(model, modalities, data, split, preset, seed, sets, encoding)
     if plan.pipeline["untrained"]:
         raise UserError("untrained=true skips pretraining; nothing to do")
+    if not getattr(plan.entry.load(), "pretrains", True):
+        raise UserError(f"{model} is a frozen encoder: it has no pretraining stage; `bench run` evaluates it")
     console.print(f"[bold]cell[/] {plan.cell.describe()}")
     run_cell(plan, pretrain_only=True)
 
