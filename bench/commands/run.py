@@ -50,7 +50,7 @@ def run(
     plan = _plan(model, modalities, data, split, preset, seed, sets, encoding, results)
     console.print(f"[bold]cell[/] {plan.cell.describe()}")
     if dry_run:
-        for line in describe_cache(plan):
+        for line in describe_cache(plan, force=force):
             console.print("  " + line)
         return
     run_cell(plan, force=force)
