@@ -134,25 +134,6 @@ def _hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def code_hash(entry: registry.ModelEntry) -> str:
-    """Hash of the source that determines pretrained weights (the adapter's module and its package's
-    private helpers, the shared blocks, the engine), so a cached checkpoint is never reused after the model code changed
-    (otherwise ``bench check`` could miss a regression on a machine with warm caches)."""
-    import importlib.util
-
-    import bench
-
-    root = Path(bench.__file__).resolve().parent
-    module = Path(importlib.util.find_spec(entry.target.partition(":")[0]).origin)
-    # the module plus its package's private shared helpers (e.g. baselines/_common.py)
-    files = [module] + sorted(p for p in module.parent.glob("_*.py") if p.name != "__init__.py")
-    files += sorted((root / "nn").glob("*.py")) + [root / "engine.py", root / "adapter.py"]
-    h = hashlib.sha1()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:12]
-
-
 @dataclass
 class Setup:
     """The resolved model and training configuration of a cell, and where its checkpoint lives."""
@@ -179,11 +160,13 @@ def build_configs(plan: Plan) -> tuple[Any, Any]:
 
 def resolve_setup(plan: Plan, catalog_fingerprint: str, features_hash: str) -> Setup:
     """The cell's configs (:func:`build_configs`) and the checkpoint directory, keyed by everything
-    that determines the pretrained weights."""
+    that determines the pretrained weights (the code: :func:`bench.codehash.code_hash`)."""
+    from bench.codehash import code_hash
+
     cell = plan.cell
     model_cfg, tcfg = build_configs(plan)
     key = _hash({"data": catalog_fingerprint, "features": features_hash, "model": cell.model,
-                 "code": code_hash(plan.entry),
+                 "code": code_hash(plan.entry.target),
                  "mods": str(cell.modalities), "preset": cell.preset, "model_cfg": model_cfg.to_dict(),
                  "train": dataclasses.asdict(tcfg), "split": cell.split,
                  "incomplete": plan.pipeline["pretrain_incomplete"]})
