@@ -53,9 +53,11 @@ class CellSpec:
 
 def data_slug(source: str) -> str:
     """A short, file-name-safe name of a catalog source: ``synthetic-default``, ``manifest-shop``."""
+    from bench.data import sources
+
     kind, _, arg = source.partition(":")
-    if kind in ("m5product", "manifest") and arg:
-        arg = Path(arg).stem or Path(arg).name
+    if kind in sources.SOURCES and arg:
+        arg = sources.get(kind).slug(arg)
     slug = re.sub(r"[^A-Za-z0-9_.]+", "-", f"{kind}-{arg}" if arg else kind).strip("-.")
     return slug[:40] or "data"
 

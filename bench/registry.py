@@ -8,16 +8,10 @@ closest match; a modality request an adapter cannot serve is refused before any 
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from dataclasses import dataclass
 
 from bench.modalities import ModalitySet
-
-
-class RegistryError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
+from bench.registries import Registry, RegistryError, load_target  # noqa: F401 - RegistryError is public here
 
 
 class ModalityNotSupported(ValueError):
@@ -50,18 +44,15 @@ class ModelEntry:
             )
 
     def load(self) -> type:
-        module, _, cls = self.target.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return load_target(self.target)
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry("model")
 
 
 def register(
     name: str, target: str, consumes: str, requires: str = "", *, paper_name: str, summary: str
 ) -> ModelEntry:
-    if name in _REGISTRY:
-        raise RegistryError(f"model {name!r} is already registered (by {_REGISTRY[name].target})")
     entry = ModelEntry(
         name=name,
         target=target,
@@ -70,17 +61,11 @@ def register(
         paper_name=paper_name,
         summary=summary,
     )
-    _REGISTRY[name] = entry
-    return entry
+    return _REGISTRY.add(name, entry)
 
 
 def get(name: str) -> ModelEntry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise RegistryError(f"unknown model {name!r}.{hint} Registered: {', '.join(_REGISTRY)}") from None
+    return _REGISTRY.lookup(name)
 
 
 def names() -> list[str]:

@@ -1,4 +1,4 @@
-"""``bench ls models`` and ``bench ls modalities``."""
+"""``bench ls models | sources | metrics | modalities``: what the registries hold."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from rich.table import Table
 
 from bench.console import console
 
-ls_app = typer.Typer(help="List registered models or modality codes.", no_args_is_help=True)
+ls_app = typer.Typer(help="List registered models, catalog sources, metric families or modality codes.",
+                     no_args_is_help=True)
 
 
 @ls_app.command("models")
@@ -20,6 +21,19 @@ def ls_models() -> None:
         t.add_column(col)
     for e in registry.entries():
         t.add_row(e.name, e.paper_name, str(e.consumes), str(e.requires) or "-", e.target, e.summary)
+    console.print(t)
+
+
+@ls_app.command("sources")
+def ls_sources() -> None:
+    """Every registered kind of catalog source (``--data KIND:ARG``)."""
+    from bench.data.sources import SOURCES
+
+    t = Table(title="catalog sources")
+    for col in ("name", "spelling", "reader", "summary"):
+        t.add_column(col)
+    for e in SOURCES.values():
+        t.add_row(e.name, e.usage, e.target, e.summary)
     console.print(t)
 
 

@@ -18,17 +18,14 @@ class CatalogStage(Stage):
                 **{k: p.pipeline[k] for k in ("split_seed", "eval_fraction")}}
 
     def cached(self, ctx: Context) -> bool:
-        from bench.data.catalog import parse_source, synthetic_dir
+        from bench.data import sources
 
-        kind, arg = parse_source(ctx.plan.cell.data)
-        if kind != "synthetic":
-            return True  # read from the user's files each time; nothing to build
-        size, _, seed = arg.partition(":")
-        return (synthetic_dir(size, int(seed or 0)) / "info.json").is_file()
+        kind, arg = sources.parse_source(ctx.plan.cell.data)
+        return sources.get(kind).cached(arg)
 
     def detail(self, ctx: Context) -> str:
         if not self.cached(ctx):
-            return "the synthetic catalog will be generated; the checks that need it run then"
+            return "it will be built; the checks that need it run then"
         return ctx.plan.cell.data or "synthetic"
 
     def run(self, ctx: Context, decision: Decision) -> None:
