@@ -6,7 +6,8 @@ rows of the published numbers in ``leaderboards/paper/<name>.json`` that sit bes
 renderer (:mod:`bench.leaderboard`), ``bench sweep`` (which cells to run) and ``bench check`` all
 read these specs, so a table is never described twice.
 
-All specs are for higher-is-better metrics stored as fractions in [0, 1]; tables print percentages.
+Metrics are stored as fractions in [0, 1] (tables print percentages); which way is better is the
+metric family's declared direction (:mod:`bench.eval.metrics`).
 """
 
 from __future__ import annotations
