@@ -37,6 +37,33 @@ def ls_sources() -> None:
     console.print(t)
 
 
+@ls_app.command("metrics")
+def ls_metrics() -> None:
+    """Every registered metric family: which names it owns, its direction and its definition."""
+    from bench.eval.metrics import FAMILIES
+
+    t = Table(title="metric families")
+    for col in ("name", "names (pattern)", "better", "computed by", "definition"):
+        t.add_column(col)
+    for f in FAMILIES.values():
+        better = {True: "higher", False: "lower", None: "- (diagnostic)"}[f.higher_is_better]
+        t.add_row(f.name, f.pattern, better, f.target or "its task", f.definition)
+    console.print(t)
+
+
+@ls_app.command("tasks")
+def ls_tasks() -> None:
+    """Every registered evaluation task (``bench.eval.suite.evaluate(..., tasks=...)``)."""
+    from bench.eval.tasks import TASKS
+
+    t = Table(title="evaluation tasks")
+    for col in ("name", "function", "summary"):
+        t.add_column(col)
+    for e in TASKS.values():
+        t.add_row(e.name, e.target, e.summary)
+    console.print(t)
+
+
 @ls_app.command("modalities")
 def ls_modalities() -> None:
     """The five modality codes, in canonical order."""

@@ -30,7 +30,8 @@ class ReadOptions:
 
 @dataclass
 class SourceRead:
-    """What a source read: the records and source info (as :mod:`bench.data.loaders` returns them),
+    """What a source read: the records (each made by :func:`bench.data.loaders.new_record`, then
+    filled) and source info (``files`` read, optional ``split_lists``, ``precomputed``),
     the catalog's canonical source string, the folder media paths are relative to, and the seed of
     the hash split for rows that the source gives no split lists for."""
 
