@@ -77,6 +77,8 @@ def pretrain(
     plan = _plan(model, modalities, data, split, preset, seed, sets, encoding)
     if plan.pipeline["untrained"]:
         raise UserError("untrained=true skips pretraining; nothing to do")
+    if not plan.pretrains:
+        raise UserError(f"{plan.entry.paper_name} ({plan.cell.model}) is not pretrained by the benchmark; nothing to do")
     console.print(f"[bold]cell[/] {plan.cell.describe()}")
     run_cell(plan, pretrain_only=True)
 
