@@ -94,3 +94,36 @@ def test_a_model_that_does_not_pretrain_gets_no_pretrain_stage_and_its_own_embed
 def test_every_stage_says_what_an_interrupt_keeps():
     for stage in recipe_for(_plan_for(__import__("bench.adapter").adapter.Adapter)):
         assert isinstance(stage, Stage) and stage.name and stage.kept
+
+
+def _frozen_class():
+    from test_engine_helpers import TinyAdapter
+
+    class FrozenTiny(TinyAdapter):
+        """Never pretrained: its recipe has no pretrain stage, the run embeds its initial weights."""
+
+        pretrains = False
+
+        def pretrain_step(self, batch, generator=None):
+            raise AssertionError("a model that does not pretrain is never asked for a pretraining step")
+
+    return FrozenTiny
+
+
+FrozenTiny = _frozen_class()
+
+
+def test_a_model_that_does_not_pretrain_runs_end_to_end(tmp_path):
+    from bench import registry
+
+    registry.register("frozen-tiny", f"{__name__}:FrozenTiny", "T", "T", paper_name="FrozenTiny", summary="test")
+    try:
+        plan = plan_cell(CellSpec("frozen-tiny", ModalitySet.parse("T"), data=f"manifest:{_manifest(tmp_path / 's.csv')}",
+                                  overrides={"finetune_epochs": 1}), tmp_path / "results")
+        assert not plan.pretrains
+        ctx = execute(recipe_for(plan), Context(plan, say=lambda *_: None, progress=False))
+        assert "pretrain" not in dict((d.stage, d.action) for d in ctx.decisions)
+        assert ctx.result["extra"]["train"] == {} and ctx.result["metrics"]["pretrain"]["coarse/mAP@1[m5product]"] >= 0
+        assert [d.stage for d in dry_run(recipe_for(plan), Context(plan, progress=False))] == [d.stage for d in ctx.decisions]
+    finally:
+        registry._REGISTRY.remove("frozen-tiny")
