@@ -103,7 +103,7 @@ def execute(recipe: list[Stage], ctx: Context) -> Context:
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        raise interrupted(next(s for s in recipe if s.name == ctx.stage), ctx) from None
+        raise interrupted(next((s for s in recipe if s.name == ctx.stage), recipe[0]), ctx) from None
     return ctx
 
 
