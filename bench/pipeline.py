@@ -205,7 +205,7 @@ def preflight(plan: Plan, catalog: Any, setup: Setup, present: Any = None) -> Ch
     rows = pf.pretrain_rows(catalog, cell.split, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]), present)
     if plan.pretrains:
         pf.check_batch(len(rows), setup.train_cfg.batch_size, cell.modalities, bool(plan.pipeline["pretrain_incomplete"]))
-    return Checked(plan.result_path(catalog.source, catalog.fingerprint), rows, pf.eval_health(catalog))
+    return Checked(plan.result_path(catalog.source, catalog.fingerprint), rows, pf.eval_health(catalog, plan.cell.split))
 
 
 def describe_cache(plan: Plan, *, force: bool = True) -> list[str]:

@@ -68,17 +68,18 @@ def _positives(labels: np.ndarray, query: np.ndarray, gallery: np.ndarray) -> np
     return np.asarray([lut.get(labels[i], 0) - int(gallery[i]) for i in q], dtype=np.int64)
 
 
-def eval_health(catalog: Any) -> EvalHealth:
-    """Queries and positives per task on the catalog's evaluation split; warns where they are too
-    few for the numbers to mean anything."""
+def eval_health(catalog: Any, split: str = "full") -> EvalHealth:
+    """Queries and positives per task on the sets the cells pretrained on ``split`` are scored on
+    (``Catalog.task_set``); warns where they are too few for the numbers to mean anything."""
     n = len(catalog)
-    gallery = np.zeros(n, dtype=bool)
-    gallery[catalog.split_indices("gallery")] = True
-    out = EvalHealth(counts={"gallery": int(gallery.sum())})
+    every = np.zeros(n, dtype=bool)
+    every[catalog.split_indices("gallery")] = True
+    out = EvalHealth(counts={"gallery": int(every.sum())})
     for task, labels in (("coarse", catalog.category_ids()), ("fine", catalog.product_ids())):
-        query = np.zeros(n, dtype=bool)
-        query[catalog.split_indices(f"{task}_query")] = True
-        query &= gallery
+        ts = catalog.task_set(task, split)
+        query, gallery = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        query[ts.query], gallery[ts.gallery] = True, True
+        query &= every
         pos = _positives(labels, query, gallery)
         mean_pos = float(pos.mean()) if len(pos) else 0.0
         out.counts[f"{task}/queries"] = int(query.sum())

@@ -5,11 +5,14 @@ process and interleaved round by round:
 
 * ``mm``          bare chunked matmul of the queries against the gallery (same chunk size), nothing else;
 * ``ours``        ``retrieval_metrics`` coarse + fine, every definition, default backend (``auto``:
-                  ``select`` or faiss, whichever a cached timing found faster on this machine);
+                  ``select``, ``bf16`` or faiss, whichever a cached timing found fastest on this machine);
 * ``ours_select`` the same with ``backend="select"`` (matmul + sampled threshold + exact sort);
 * ``ours_torch``  the same with ``backend="torch"`` (matmul + topk, the exact reference path);
-* ``ours_faiss``  the same with ``backend="faiss"`` (the other candidate of ``auto``);
-* ``ours_coarse`` / ``ours_coarse_torch``  coarse labels only (the metric set PML computes, and more);
+* ``ours_faiss``  the same with ``backend="faiss"`` (a candidate of ``auto``);
+* ``ours_bf16``   the same with ``backend="bf16"`` (bfloat16 matmul, candidates re-scored in float32;
+                  the third candidate of ``auto``);
+* ``ours_coarse`` / ``ours_coarse_torch`` / ``ours_coarse_bf16``  coarse labels only (the metric set PML
+                  computes, and more);
 * ``pml``         pytorch-metric-learning ``AccuracyCalculator(k="max_bin_count")`` with its default
                   faiss kNN: coarse precision_at_1, mean_average_precision_at_r, r_precision.
 
@@ -97,8 +100,10 @@ def test_bench_retrieval(benchmark, n_gallery):
         "ours_torch": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="torch"),
         "ours_faiss": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="faiss"),
         "ours_select": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="select"),
+        "ours_bf16": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="bf16"),
         "ours_coarse": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi),
         "ours_coarse_torch": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi, backend="torch"),
+        "ours_coarse_bf16": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi, backend="bf16"),
         "pml": lambda: calc.get_accuracy(q_t, cat_f[:N_QUERY], g_t, cat_f, ref_includes_query=True),
     }
     wall: dict[str, float] = {}
@@ -137,8 +142,11 @@ def test_bench_retrieval(benchmark, n_gallery):
         "ours/ours_faiss": wall["ours"] / wall["ours_faiss"],
         "ours_select/mm": wall["ours_select"] / wall["mm"],
         "ours_select/ours_faiss": wall["ours_select"] / wall["ours_faiss"],
+        "ours_bf16/mm": wall["ours_bf16"] / wall["mm"],
+        "ours_bf16/ours_select": wall["ours_bf16"] / wall["ours_select"],
         "ours_coarse/pml": wall["ours_coarse"] / wall["pml"],
         "ours_coarse_torch/pml": wall["ours_coarse_torch"] / wall["pml"],
+        "ours_coarse_bf16/pml": wall["ours_coarse_bf16"] / wall["pml"],
     }
     # with one thread, own CPU seconds track the work done even when other processes hold the cores
     # (they still inflate it through shared caches and memory bandwidth); wall ratios need an idle machine
@@ -149,8 +157,11 @@ def test_bench_retrieval(benchmark, n_gallery):
         "ours/ours_faiss": cpu["ours"] / cpu["ours_faiss"],
         "ours_select/mm": cpu["ours_select"] / cpu["mm"],
         "ours_select/ours_faiss": cpu["ours_select"] / cpu["ours_faiss"],
+        "ours_bf16/mm": cpu["ours_bf16"] / cpu["mm"],
+        "ours_bf16/ours_select": cpu["ours_bf16"] / cpu["ours_select"],
         "ours_coarse/pml": cpu["ours_coarse"] / cpu["pml"],
         "ours_coarse_torch/pml": cpu["ours_coarse_torch"] / cpu["pml"],
+        "ours_coarse_bf16/pml": cpu["ours_coarse_bf16"] / cpu["pml"],
     }
     info = {"default_backend": outs["ours"].definitions["_settings"]["knn_backend"],
             "default_choice": outs["ours"].definitions["_settings"]["knn_backend_choice"], "cpu": cpu_model(), "n_query": N_QUERY, "n_gallery": n_gallery, "dim": DIM, "threads": THREADS, "rounds": ROUNDS,
@@ -165,6 +176,7 @@ def test_bench_retrieval(benchmark, n_gallery):
     print("\n" + json.dumps(info, indent=1))
     for v in agree.values():  # correctness is asserted; time is only reported
         assert v < 1e-3  # faiss-L2 vs float32 dot ranking: a near-tie swap at rank 1 moves P@1 by 1/Q
+    assert outs["ours_bf16"].metrics == outs["ours_select"].metrics  # the same lists, bit for bit
 
 
 _CHILD = r"""
@@ -196,7 +208,7 @@ print(json.dumps({{"peak_rss_gib": peak, "rss_before_gib": before, "evaluator_ex
 """
 
 
-@pytest.mark.parametrize("backend", ["auto", "select", "faiss", "torch"])
+@pytest.mark.parametrize("backend", ["auto", "select", "bf16", "faiss", "torch"])
 def test_peak_memory_10k_x_100k(benchmark, backend):
     code = _CHILD.format(bench_dir=os.path.dirname(__file__), n_gallery=100_000, backend=backend)
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))

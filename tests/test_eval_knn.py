@@ -158,10 +158,12 @@ def test_auto_keeps_select_unless_faiss_is_clearly_faster(monkeypatch, tmp_path)
     assert resolve_backend("auto") == "select"
 
 
-def test_auto_is_select_without_faiss(monkeypatch):
+def test_auto_is_select_or_bf16_without_faiss(monkeypatch, tmp_path):
     from bench.eval import knn_choice
 
+    monkeypatch.setenv("M5BENCH_HOME", str(tmp_path))
     monkeypatch.setattr(knn_choice, "_memo", {})
+    monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
     real_import = builtins.__import__
 
     def no_faiss(name, *args, **kwargs):
@@ -170,16 +172,42 @@ def test_auto_is_select_without_faiss(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_faiss)
-    assert resolve_backend("auto") == "select"
+    assert resolve_backend("auto") in ("select", "bf16")
+    assert "faiss" not in knn_choice.auto_choice()["seconds"]
     GallerySearcher(torch.eye(4), backend="auto").search(torch.eye(2, 4), 2, torch.tensor([0, 1]))
 
 
-def test_the_timing_runs_both_backends_on_a_small_job(monkeypatch):
+def test_the_timing_runs_every_backend_on_a_small_job(monkeypatch):
     from bench.eval import knn_choice
 
     monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
     seconds = knn_choice._time_backends()
-    assert set(seconds) == {"select", "faiss"} and all(v >= 0 for v in seconds.values())
+    assert set(seconds) == {"select", "faiss", "bf16"} and all(v >= 0 for v in seconds.values())
+
+
+def test_the_timing_leaves_out_a_bf16_path_whose_lists_differ(monkeypatch):
+    from bench.eval import knn_choice
+    from bench.eval.knn import GallerySearcher as Searcher
+
+    monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
+    real = Searcher._search_bf16
+
+    def off_by_one_bit(self, query, k, self_index):
+        nb = real(self, query, k, self_index)
+        nb.score[0, 0] = torch.nextafter(nb.score[0, 0], torch.tensor(0.0))
+        return nb
+
+    monkeypatch.setattr(Searcher, "_search_bf16", off_by_one_bit)
+    assert set(knn_choice._time_backends()) == {"select", "faiss"}
+
+
+def test_auto_picks_the_fastest_clearly_faster_backend():
+    from bench.eval.knn_choice import pick
+
+    assert pick({"select": 1.0, "faiss": 0.9, "bf16": 0.7}) == "bf16"
+    assert pick({"select": 1.0, "faiss": 0.6, "bf16": 0.7}) == "faiss"
+    assert pick({"select": 1.0, "faiss": 1.2, "bf16": 0.97}) == "select"  # within noise
+    assert pick({"select": 1.0}) == "select"
 
 
 def test_retrieval_metrics_identical_for_select_and_torch():

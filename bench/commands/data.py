@@ -41,6 +41,10 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Generator seed; same seed and version give byte-identical files."),
     n_listings: Optional[int] = typer.Option(None, "--n-listings", hidden=True, help="Override the listing count (tests)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes for rendering media (default: CPUs, max 4)."),
+    official_lists: bool = typer.Option(False, "--official-lists",
+                                        help="Write the split lists under the release's own names and in the official "
+                                             "protocol's shape (separate coarse gallery, fine leave-one-out, the subset's "
+                                             "own test set); load it as m5product:OUT."),
 ) -> None:
     """Generate the synthetic catalog (real JPEG / MP4 / MP3 files) in the M5Product release layout."""
     import time
@@ -54,7 +58,7 @@ def synth(
         raise UserError(f"{out} exists and is not empty")
     t0 = time.perf_counter()
     with err_console.status(f"generating synthetic {size} catalog (seed {seed}) ..."):
-        info = generate(out, config_for(size, seed, n_listings), workers=workers)
+        info = generate(out, config_for(size, seed, n_listings, official_lists=official_lists), workers=workers)
     c = info["counts"]
     console.print(f"wrote {c['listings']} listings ({c['categories']} categories, {c['products']} products, "
                   f"{c['image']} images, {c['video']} videos, {c['audio']} audios) to {out} "
@@ -144,15 +148,21 @@ def stats(
 def protocol(
     source: str = typer.Argument(..., help=_SOURCE_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write (one row per listing)."),
+    split: str = typer.Option("full", "--split", help="The pretraining split whose cells' sets to write "
+                              "(subset or full; they differ only where a release gives the subset its own test set)."),
     encoding: Optional[str] = ENCODING,
 ) -> None:
     """Write the catalog's evaluation protocol (item_id, category, product, split, coarse_query,
-    fine_query, cls_split), the rows `bench run` evaluates by, for `bench eval --protocol`."""
+    fine_query, cls_split, and each task's gallery where the catalog's lists give one), the rows
+    `bench run` evaluates by, for `bench eval --protocol`."""
+    from bench.console import UserError
     from bench.data.catalog import load_catalog
     from bench.protocol import write_protocol
 
+    if split not in ("subset", "full"):
+        raise UserError(f"unknown split {split!r}; choose subset or full")
     cat = load_catalog(_source_for(source), progress=False, encoding=encoding)
-    cols = write_protocol(cat, out)
+    cols = write_protocol(cat, out, split)
     n_eval = int((cols["split"] == "eval").sum())
     console.print(f"wrote {out}: {len(cat)} listings ({n_eval} eval, {int(cols['coarse_query'].sum())} coarse / "
                   f"{int(cols['fine_query'].sum())} fine queries, {int((cols['cls_split'] == 'train').sum())} probe-train, "

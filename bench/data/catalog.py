@@ -55,6 +55,10 @@ class Catalog:
     problem_ids: dict[str, list[str]] = field(default_factory=dict)
     category_names: list[str] = field(default_factory=list)
     product_names: list[str] = field(default_factory=list)
+    #: ``{(task, split): TaskSet}`` and ``{split: (train rows, test rows)}`` from the source's id
+    #: lists (:mod:`bench.data.tasks`); None: derived from the split columns.
+    task_sets: dict[tuple[str, str], Any] | None = None
+    cls_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -101,6 +105,31 @@ class Catalog:
             raise CatalogError(f"unknown split {name!r}{hint}; choose one of {', '.join(SPLIT_NAMES)}")
         return np.flatnonzero(mask).astype(np.int64)
 
+    def task_set(self, task: str, split: str) -> Any:
+        """The :class:`bench.data.tasks.TaskSet` of retrieval ``task`` (``coarse`` / ``fine``) for
+        the cells pretrained on ``split`` (``subset`` / ``full``): query rows, gallery rows, whether
+        the gallery is the query set itself, and the [m5product] positive-set sizes."""
+        from bench.data.tasks import EVAL_SPLITS, TASKS, default_task_sets
+
+        if task not in TASKS or split not in EVAL_SPLITS:
+            raise CatalogError(f"unknown task/split {task!r}/{split!r}; tasks: {', '.join(TASKS)}, "
+                               f"splits: {', '.join(EVAL_SPLITS)}")
+        if self.task_sets is None:
+            self.task_sets = default_task_sets(self._columns)
+        return self.task_sets[(task, split)]
+
+    def task_rows(self, task: str, split: str) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``(query_rows, gallery_rows, leave_one_out)`` of a retrieval task for a pretraining split
+        (sorted int64 catalog rows; a query that is a gallery row never retrieves itself)."""
+        ts = self.task_set(task, split)
+        return ts.query, ts.gallery, ts.leave_one_out
+
+    def cls_rows(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(train_rows, test_rows)`` of classification for a pretraining split."""
+        if self.cls_sets is not None and split in self.cls_sets:
+            return self.cls_sets[split]
+        return self.split_indices("cls_train"), self.split_indices("cls_test")
+
     @property
     def super_categories(self) -> dict[str, str]:
         """Category -> super-category, where the source knows it (the synthetic catalog does)."""
@@ -112,7 +141,24 @@ class Catalog:
         col = {"I": "image", "T": "title", "Tab": "table", "V": "video", "A": "audio"}[code]
         values = self.dataset[col]
         test = bool if code in ("T", "Tab") else (lambda x: x is not None)
-        return np.fromiter((test(x) for x in values), dtype=bool, count=len(values))
+        has = np.fromiter((test(x) for x in values), dtype=bool, count=len(values))
+        return has | self._precomputed_has(code)
+
+    def _precomputed_has(self, code: str) -> np.ndarray | bool:
+        """Listings a precomputed feature source covers: every listing for region TSVs (a listing
+        missing from them is counted when features are built), the ``{item_id}.npy`` files for
+        S3D / mel folders (one directory listing, nothing decoded)."""
+        pre = self.info.get("precomputed") or {}
+        if code == "I" and pre.get("image_tsv"):
+            return True
+        folder = pre.get({"V": "video_npy_dir", "A": "audio_npy_dir"}.get(code, ""))
+        if not folder:
+            return False
+        cache = self.__dict__.setdefault("_npy_present", {})  # one directory listing per folder
+        if folder not in cache:
+            stems = {n[:-4] for n in os.listdir(folder) if n.endswith(".npy")}
+            cache[folder] = np.fromiter((i in stems for i in self.dataset["item_id"]), dtype=bool, count=len(self))
+        return cache[folder]
 
     def modality_presence(self) -> dict[str, float]:
         """Fraction of listings that have each modality (I, T, Tab, V, A)."""
@@ -257,6 +303,11 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
         h.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         h.update(b"\n")
 
+    task_sets, cls_sets = _task_sets(item_ids, categories, product_ids, cols, src_info)
+    if task_sets is not None:
+        # Sets the split columns do not determine change every number: they key the caches too.
+        h.update(_task_digest(task_sets, cls_sets).encode())
+
     label_list = src_info.get("label_list") or []
     present = set(categories)
     category_names = [c for c in dict.fromkeys(label_list) if c in present]
@@ -287,7 +338,11 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
         "unknown_columns": list(src_info.get("unknown_columns") or []),
         "column_hints": dict(src_info.get("column_hints") or {}),
         "fingerprint_version": FINGERPRINT_VERSION,
+        "release_lists": list(src_info.get("release_lists") or []),
+        "unrecognised_files": list(src_info.get("unrecognised_files") or []),
     }
+    if task_sets is not None:
+        info["protocol"] = {f"{t}/{sp}": ts.describe() for (t, sp), ts in task_sets.items()}
     what = (f"synthetic {gi.get('size')} catalog (seed {gi.get('seed')}, generator v{gi.get('generator_version')})"
             if gi else source)
     info["description"] = (f"{what}: {len(kept)} listings, {len(category_names)} categories, "
@@ -299,7 +354,42 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
         if "groups" in gi:
             info["groups"] = gi["groups"]
     return Catalog(dataset=ds, fingerprint=h.hexdigest()[:32], source=source, root=root, info=info, skips=skips,
-                   problem_ids=skips.ids, category_names=category_names, product_names=product_names)
+                   problem_ids=skips.ids, category_names=category_names, product_names=product_names,
+                   task_sets=task_sets, cls_sets=cls_sets)
+
+
+def _task_sets(item_ids: list[str], categories: list[str], products: list[str], cols: dict[str, list],
+               src_info: dict[str, Any]) -> tuple[dict | None, dict | None]:
+    """The evaluation sets from the source's lists, or ``(None, None)`` where they are exactly the
+    ones the split columns give (then nothing about the catalog changes)."""
+    from bench.data.tasks import EVAL_SPLITS, build_task_sets, cls_rows, default_task_sets
+
+    lists = src_info.get("split_lists") or {}
+    if not lists:
+        return None, None
+    sets = build_task_sets(item_ids, categories, products, cols, lists, src_info.get("release_lists") or (),
+                           src_info.get("gt_labels") or {})
+    cls = {sp: cls_rows(cols, lists, item_ids, categories, sp) for sp in EVAL_SPLITS}
+    plain = default_task_sets(cols)
+    same = all(a.positives is None and b.leave_one_out == a.leave_one_out and np.array_equal(a.query, b.query)
+               and np.array_equal(a.gallery, b.gallery) for k, a in sets.items() for b in [plain[k]])
+    cs = np.asarray(cols["cls_split"], dtype=object)
+    same = same and all(np.array_equal(cls[sp][0], np.flatnonzero(cs == "train"))
+                        and np.array_equal(cls[sp][1], np.flatnonzero(cs == "test")) for sp in EVAL_SPLITS)
+    return (None, None) if same else (sets, cls)
+
+
+def _task_digest(task_sets: dict, cls_sets: dict) -> str:
+    h = hashlib.sha256(b"m5bench-task-sets\n")
+    for key in sorted(task_sets):
+        ts = task_sets[key]
+        h.update(repr((key, ts.leave_one_out, ts.rule)).encode())
+        for arr in (ts.query, ts.gallery, ts.positives):
+            h.update(b"-" if arr is None else np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    for sp in sorted(cls_sets):
+        for arr in cls_sets[sp]:
+            h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    return "\ntask-sets " + h.hexdigest() + "\n"
 
 
 def validate_hint(source: str, reason: str) -> str:

@@ -22,6 +22,8 @@ from typing import Any, Iterator
 
 from bench.data.errors import CatalogError
 from bench.data.pv import PvError, table_from_any
+from bench.data.release import (SUBSET_GT_NAMES, find_precomputed_dirs, find_region_tsvs, find_release_lists,
+                                release_list_names, unrecognised_entries)
 from bench.data.splits import SPLIT_FILES
 
 META_INFO_NAMES = ("meta_info.jsonl", "meta_info.json")
@@ -29,10 +31,6 @@ ID_INFO_NAMES = ("id_info_dict.json", "id_info.json", "subset_v2_id_label.json")
 FINE_GT_NAMES = ("product1m_product5m_test_id_label.json", "fine_grained_id_label.json")
 LABEL_LIST_NAMES = ("label_list.json", "subset_v2_label_list.json")
 MEDIA_DIRS = {"image": (("images", "image"), ".jpg"), "video": (("videos", "video"), ".mp4"), "audio": (("audios", "audio"), ".mp3")}
-PRECOMPUTED_DIRS = {
-    "video_npy_dir": ("video_feature", "video_features", "video_npy", "features/video"),
-    "audio_npy_dir": ("audio_feature", "audio_features", "audio_npy", "features/audio"),
-}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -258,7 +256,7 @@ def column_hints(unknown: list[str], known: tuple[str, ...]) -> dict[str, str | 
 META_KEYS = ("item_id", "caption", "title", "label", "tabular", "pv", "image", "video", "audio")
 ID_INFO_KEYS = ("title", "pv", "label")
 #: The files of a release, so one passed where the release folder is expected is recognised.
-RELEASE_FILE_NAMES = META_INFO_NAMES + ID_INFO_NAMES + FINE_GT_NAMES + LABEL_LIST_NAMES
+RELEASE_FILE_NAMES = META_INFO_NAMES + ID_INFO_NAMES + FINE_GT_NAMES + LABEL_LIST_NAMES + SUBSET_GT_NAMES
 
 
 def release_folder_of(path: Path) -> Path | None:
@@ -294,6 +292,20 @@ def _meta_records(path: Path, encoding: str | None) -> Iterator[tuple[int | None
             yield None, {"item_id": iid, "__duplicate__": True}
     else:
         raise CatalogError("expected a list of records or an object keyed by item_id", path=path)
+
+
+def _gt_labels(path: Path, encoding: str | None) -> dict[str, str]:
+    """``{item_id: label}`` of a ground-truth file (``{item_id: {"label": ...}}`` or ``{item_id: label}``);
+    entries without a usable label are left out (they are nobody's positive)."""
+    gt = load_json(path, encoding)
+    if not isinstance(gt, dict):
+        raise CatalogError("expected an object {item_id: {title, label}}", path=path)
+    out: dict[str, str] = {}
+    for iid, rec in gt.items():
+        lab = clean_label(rec.get("label") if isinstance(rec, dict) else rec)
+        if lab is not None:
+            out[str(iid).strip()] = lab
+    return out
 
 
 def _note_unknown(seen: dict[str, None], rec: dict, known: tuple[str, ...]) -> None:
@@ -399,19 +411,25 @@ def read_m5product(root: Path, skips: Problems, encoding: str | None = None) -> 
     fine_path = _first(root, FINE_GT_NAMES)
     if fine_path is not None:
         info["files"]["fine_grained_gt"] = str(fine_path)
-        gt = load_json(fine_path, encoding)
-        if not isinstance(gt, dict):
-            raise CatalogError("expected an object {item_id: {title, label}}", path=fine_path)
+        gt = _gt_labels(fine_path, encoding)
         n = 0
-        for iid, rec in gt.items():
-            r = recs.get(str(iid).strip())
-            lab = clean_label(rec.get("label") if isinstance(rec, dict) else rec)
-            if r is not None and lab is not None:
+        for iid, lab in gt.items():
+            r = recs.get(iid)
+            if r is not None:
                 r["product_id"] = lab
                 n += 1
         info["product_ids"] = "annotated" if n == len(recs) else f"annotated for {n} of {len(recs)} listings; item_id elsewhere"
+        info["gt_labels"] = {"fine": gt}
     else:
         info["product_ids"] = "item_id (the source has no product annotation)"
+
+    subset_gt = _first(root, SUBSET_GT_NAMES)
+    if subset_gt is not None:
+        # The subset's own ground truth: its keys are the subset, its labels count the positives of
+        # the subset's coarse task (also where it is the annotation file read above: then a
+        # meta_info file may hold listings outside the subset).
+        info["files"]["subset_gt"] = str(subset_gt)
+        info.setdefault("gt_labels", {})["subset"] = _gt_labels(subset_gt, encoding)
 
     label_path = _first(root, LABEL_LIST_NAMES)
     if label_path is not None:
@@ -422,21 +440,26 @@ def read_m5product(root: Path, skips: Problems, encoding: str | None = None) -> 
         info["files"]["label_list"] = str(label_path)
 
     lists, files = read_split_lists(root, encoding)
+    release_lists = {}
+    for role, path in find_release_lists(root).items():
+        release_lists[role] = read_id_list(path, encoding)
+        files.setdefault(role, str(path))
+        lists.setdefault(role, release_lists[role])  # the harness's splits/ name wins where both exist
     info["split_lists"] = lists
+    info["release_lists"] = sorted(release_lists)
     info["files"].update({f"split_{k}": v for k, v in files.items()})
 
-    pre: dict[str, Any] = {"image_tsv": None, "video_npy_dir": None, "audio_npy_dir": None}
-    tsvs = sorted(list(root.glob("*.tsv")) + list((root / "features").glob("*.tsv")))
-    if tsvs:
-        pre["image_tsv"] = str(tsvs[0])
-    for key, names in PRECOMPUTED_DIRS.items():
-        for n in names:
-            if (root / n).is_dir() and any((root / n).glob("*.npy")):
-                pre[key] = str(root / n)
-                break
+    shards, _ = find_region_tsvs(root)
+    pre: dict[str, Any] = {"image_tsv": shards[0] if shards else None, **find_precomputed_dirs(root)}
+    if len(shards) > 1:
+        pre["image_tsv_shards"] = shards
     info["precomputed"] = pre
     info["unknown_columns"] = list(unknown)
     info["column_hints"] = column_hints(list(unknown), META_KEYS)
+    used = set(info["files"].values()) | set(shards) | {v for v in pre.values() if isinstance(v, str)}
+    used |= {str(root / d) for dirs, _ in MEDIA_DIRS.values() for d in dirs} | {str(root / "splits"), str(root / "info.json")}
+    used |= {str(root / n) for n in RELEASE_FILE_NAMES + release_list_names()}  # known names, read or shadowed
+    info["unrecognised_files"] = unrecognised_entries(root, used)
 
     gen_info = root / "info.json"
     if gen_info.is_file():

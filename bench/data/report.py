@@ -149,6 +149,45 @@ def stats_tables(cat: "Catalog") -> list[Table]:
 
     for name in SPLIT_NAMES:
         s.add_row(name, str(len(cat.split_indices(name))))
-    out = [t, m, s]
+    out = [t, m, s, protocol_table(cat)]
+    files = files_table(cat)
+    if files is not None:
+        out.append(files)
     out.append(skips_table(cat.skips, ids=cat.problem_ids) if cat.skips else Table(title="listing-level problems: none"))
     return out
+
+
+def protocol_table(cat: "Catalog") -> Table:
+    """Each retrieval task's query and gallery sets per pretraining split (``bench.data.tasks``)."""
+    from bench.data.tasks import EVAL_SPLITS, TASKS
+
+    lists = cat.info.get("release_lists") or []
+    t = Table(title="evaluation protocol" + (f" (release lists: {', '.join(lists)})" if lists else ""))
+    for col in ("task", "split", "queries", "gallery", "leave-one-out", "rule", "P counted in", "listed, absent"):
+        t.add_column(col, justify="right" if col in ("queries", "gallery", "listed, absent") else "left")
+    for task in TASKS:
+        for split in EVAL_SPLITS:
+            d = cat.task_set(task, split).describe()
+            t.add_row(task, split, str(d["queries"]), str(d["gallery"]), "yes" if d["leave_one_out"] else "no",
+                      d["rule"], d["positives_from"], str(d["listed_absent"]))
+    return t
+
+
+def files_table(cat: "Catalog") -> Table | None:
+    """Region-feature shards and the files of the source nothing reads (ignored), or None."""
+    pre = cat.info.get("precomputed") or {}
+    shards = pre.get("image_tsv_shards") or ([pre["image_tsv"]] if pre.get("image_tsv") else [])
+    extra = cat.info.get("unrecognised_files") or []
+    if not shards and not extra and not pre.get("video_npy_dir") and not pre.get("audio_npy_dir"):
+        return None
+    t = Table(title="source files")
+    t.add_column("what")
+    t.add_column("files")
+    if shards:
+        t.add_row(f"region feature TSV shards ({len(shards)})", "\n".join(shards))
+    for key, what in (("video_npy_dir", "S3D video features"), ("audio_npy_dir", "mel audio features")):
+        if pre.get(key):
+            t.add_row(what, str(pre[key]))
+    if extra:
+        t.add_row(f"[yellow]unrecognised, ignored ({len(extra)})[/]", "\n".join(extra))
+    return t

@@ -31,6 +31,10 @@ SPLIT_FILES = {
 }
 
 
+#: Roles whose listings are evaluation rows (``subset_test``: a release's subset evaluation set).
+EVAL_ROLES = ("cls_test", "coarse_query", "coarse_gallery", "fine_query", "fine_gallery", "subset_test")
+
+
 def unit_hash(key: str, seed: int, salt: str) -> float:
     """A uniform number in [0, 1) from ``key``, ``seed`` and ``salt`` (stable across runs and platforms)."""
     digest = hashlib.sha256(f"{seed}\x1f{salt}\x1f{key}".encode("utf-8", "surrogatepass")).digest()
@@ -56,7 +60,7 @@ def assign_splits(
     """
     lists = dict(lists or {})
     n = len(item_ids)
-    eval_lists = [lists[r] for r in ("cls_test", "coarse_query", "coarse_gallery", "fine_query", "fine_gallery") if r in lists]
+    eval_lists = [lists[r] for r in EVAL_ROLES if r in lists]
     eval_ids = set().union(*eval_lists) if eval_lists else None
     pretrain_ids = lists.get("pretrain")
 

@@ -22,6 +22,9 @@ Layout written (``DIR``)::
     product1m_product5m_test_id_label.json   {item_id: {"title", "label": product_id}} (fine-grained GT)
     label_list.json                    the category labels
     splits/*.txt                       split id lists (one id per line)
+    (with ``official_lists``, instead of splits/: the release's own lists query_c_id_label.json,
+    gallery_c_..., query_fg_..., gallery_fg_..., train_..., subset_v2_{train,test}_id_label.json,
+    plus subset_v2_id_label.json and subset_v2_label_list.json)
     info.json                          generator version, seed, size, counts, configuration
 
 Same seed and generator version give byte-identical files.
@@ -71,10 +74,17 @@ class SynthConfig:
     p_signal_flip: float = 0.04  # a modality shows the wrong within-group bit
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     subset_fraction: float = DEFAULT_SUBSET_FRACTION
+    # Write the split lists as a release does (official file names and protocol shape: a separate
+    # coarse gallery, a fine query set ranked leave-one-out, the subset's own test set, lone queries
+    # kept) instead of the harness's splits/ lists. Off for the embedded catalogs, whose committed
+    # results were scored on the harness's sets.
+    official_lists: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["listings_per_product"] = list(self.listings_per_product)
+        if not self.official_lists:
+            d.pop("official_lists")  # the embedded catalogs' info.json stays as it was
         return d
 
 
@@ -409,8 +419,11 @@ def _write(root: Path, cfg: SynthConfig, *, workers: int) -> dict[str, Any]:
         "fine_query": [i for i, s in zip(ids, cols["fine_query"]) if s],
         "fine_gallery": [i for i, s in zip(ids, cols["split"]) if s == "eval"],
     }
-    for role, lst in split_lists.items():
-        (root / "splits" / f"{SPLIT_FILES[role][0]}.txt").write_text("".join(i + "\n" for i in lst), encoding="utf-8")
+    if cfg.official_lists:
+        split_lists = _write_official_lists(root, cfg, listings, cols)
+    else:
+        for role, lst in split_lists.items():
+            (root / "splits" / f"{SPLIT_FILES[role][0]}.txt").write_text("".join(i + "\n" for i in lst), encoding="utf-8")
 
     counts = {
         "listings": len(listings),
@@ -444,8 +457,47 @@ def _write(root: Path, cfg: SynthConfig, *, workers: int) -> dict[str, Any]:
     return info
 
 
-def config_for(size: str, seed: int = 0, n_listings: int | None = None) -> SynthConfig:
-    """The configuration of a named size (``mini``, ``default``, ``large``); ``n_listings`` overrides the count."""
+def _write_official_lists(root: Path, cfg: SynthConfig, listings: list[dict[str, Any]],
+                          cols: dict[str, list]) -> dict[str, list[str]]:
+    """The release's own list files (``{item_id: {"label"}}`` JSON under the official names, see
+    :data:`bench.data.release.RELEASE_LISTS`), the subset ground truth and label list; returns role -> ids.
+
+    Evaluation products are the hash draw above. Coarse: a quarter of the evaluation listings are
+    queries, the rest the separate gallery. Fine: every listing of half the evaluation products is
+    a query (products with one listing give lone queries), ranked leave-one-out. The subset tests on
+    half the evaluation listings."""
+    from bench.data.release import RELEASE_LISTS
+    from bench.data.splits import unit_hash
+
+    ids = [li["item_id"] for li in listings]
+    ev = [s == "eval" for s in cols["split"]]
+    draw = {
+        "pretrain": [not e for e in ev],
+        "subset": list(cols["subset"]),
+        "subset_test": [e and unit_hash(i, cfg.seed, "subset_test") < 0.5 for i, e in zip(ids, ev)],
+        "coarse_query": [e and unit_hash(i, cfg.seed, "coarse_query") < 0.25 for i, e in zip(ids, ev)],
+        "fine_query": [e and unit_hash(li["product_id"], cfg.seed, "fine_query") < 0.5 for li, e in zip(listings, ev)],
+    }
+    draw["coarse_gallery"] = [e and not q for e, q in zip(ev, draw["coarse_query"])]
+    draw["fine_gallery"] = [e and not q for e, q in zip(ev, draw["fine_query"])]
+    out: dict[str, list[str]] = {}
+    for role, keep in draw.items():
+        out[role] = [i for i, k in zip(ids, keep) if k]
+        label = "product_id" if role.startswith("fine") else "category"
+        _dump(root / f"{RELEASE_LISTS[role][0]}.json",
+              {li["item_id"]: {"label": li[label]} for li, k in zip(listings, keep) if k})
+    subset = set(out["subset"]) | set(out["subset_test"])
+    _dump(root / "subset_v2_id_label.json",
+          {li["item_id"]: {"title": li["title"] or "", "pv": format_pv(li["table"]) if li["table"] else "",
+                           "label": li["category"]} for li in listings if li["item_id"] in subset})
+    _dump(root / "subset_v2_label_list.json", sorted({li["category"] for li in listings if li["item_id"] in subset}))
+    return out
+
+
+def config_for(size: str, seed: int = 0, n_listings: int | None = None, *, official_lists: bool = False) -> SynthConfig:
+    """The configuration of a named size (``mini``, ``default``, ``large``); ``n_listings`` overrides
+    the count; ``official_lists`` writes the release's own split lists (see :class:`SynthConfig`)."""
     if size not in SIZES and n_listings is None:
         raise ValueError(f"unknown synthetic size {size!r}; choose one of {', '.join(SIZES)}")
-    return SynthConfig(n_listings=int(n_listings or SIZES[size]), seed=int(seed), size=size)
+    return SynthConfig(n_listings=int(n_listings or SIZES[size]), seed=int(seed), size=size,
+                       official_lists=official_lists)

@@ -249,6 +249,14 @@ def build_protocol_inputs(data: dict[str, Any], protocol: dict[str, Any], seed: 
         fine_query=np.asarray(protocol["fine_query"], dtype=bool)[eval_rows],
         seed=seed,
     )
+    if "coarse_gallery" in protocol:  # each task's own sets (bench.protocol.TASK_COLUMNS)
+        kwargs["task_galleries"] = {t: np.asarray(protocol[f"{t}_gallery"], dtype=bool)[eval_rows] for t in ("coarse", "fine")}
+        pos = {t: np.asarray(protocol[f"{t}_positives"], dtype=np.int64)[eval_rows] for t in ("coarse", "fine")}
+        kwargs["positive_counts"] = {t: np.maximum(p, 0) for t, p in pos.items() if (p >= 0).any()} or None
+        kwargs["gallery"] = kwargs["task_galleries"]["coarse"] | kwargs["coarse_query"]
+        kwargs["protocol"] = {t: {"queries": int(kwargs[f"{t}_query"].sum()), "gallery": int(g.sum()),
+                                  "leave_one_out": bool(np.array_equal(kwargs[f"{t}_query"], g))}
+                              for t, g in kwargs["task_galleries"].items()}
     if probe:
         kwargs.update(cls_test=cls_split[eval_rows] == "test", train_embeddings=emb[take(train_rows)],
                       train_category=category[train_rows])

@@ -15,13 +15,27 @@ Backends:
   sort of the survivors, about 2 x k of them). Its cost is the matmul plus a few memory-bound
   passes whatever k is, so it does not hinge on one CPU's heap speed. Same scores as ``torch``,
   bit for bit.
+* ``bf16``: the chunk x gallery matmul in bfloat16 (half the float32 matmul's time or less on CPUs
+  with bf16 dot-product instructions), then :func:`bench.eval.select.select_topk_bf16`: a rigorous
+  per-row bound on |bf16 score - float32 score| (derived there) lowers the sampled threshold so that
+  every column whose float32 score can reach the k-th is a candidate; the candidates (k plus a band of
+  about 1 % of the score range) are re-scored in float32 and the exact order taken among them.
+  What "exact" means here: the re-scoring is one float32 matmul of a group of at least 8 query rows
+  (or the whole block, as the float32 path) against the union of their candidate columns. Where the
+  BLAS computes a matmul entry with the same bits whichever other rows and columns share the call
+  (MKL here for >= 4 rows and >= 12 columns, measured), these are the float32 path's scores bit for
+  bit and the lists equal ``select``'s; on another BLAS they are still float32 dot products of the
+  same pairs, and the lists are the exact top-k under them, but last-bit near-ties may order
+  differently from ``torch``. ``auto`` picks ``bf16`` only where its lists equal ``select``'s bit
+  for bit on the timing job. Rows too large for bf16 (non-finite, norms above 2^60) go the ``select``
+  way.
 * ``torch``: the same matmul, then ``topk``, whose cost at k = 560 is about that of the matmul itself
   (kept as the plain reference the other backends are tested against).
 * ``faiss`` (``faiss.knn``, the search of ``IndexFlatIP``: BLAS blocks with top-k heaps; below the
   torch matmul on some CPUs, 3.4x it on others at k = 560, see ``benchmarks/test_bench_eval.py``).
 
-``auto`` (the default) is whichever of ``select`` and faiss a short timing on first use found faster
-on this machine (:mod:`bench.eval.knn_choice`).
+``auto`` (the default) is whichever of ``select``, ``bf16`` and faiss a short timing on first use found
+fastest on this machine (:mod:`bench.eval.knn_choice`).
 
 faiss computes float32 dot products with different BLAS blocking, so a score can differ from the
 torch matmul in the last bit and *near*-ties may order differently; exact ties cannot. A faiss row
@@ -36,9 +50,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.eval.select import select_topk
+from bench.eval.select import bf16_applicable, bf16_rows, select_topk, select_topk_bf16
 
-BACKENDS = ("auto", "select", "torch", "faiss")
+BACKENDS = ("auto", "select", "bf16", "torch", "faiss")
 _TIE_BLOCK = 64
 _SELECT_ROWS = 320
 
@@ -106,6 +120,7 @@ class GallerySearcher:
     Args:
         gallery: (G, d) float32 tensor (already normalised if cosine is wanted).
         backend: ``"auto"`` (timed per machine), ``"select"`` (matmul + threshold selection),
+            ``"bf16"`` (bfloat16 matmul + bounded candidates re-scored in float32),
             ``"torch"`` (matmul + topk) or ``"faiss"`` (``faiss.knn``); :attr:`backend` holds the
             resolved name.
         mem_budget_bytes: bound on the score block of the torch path (faiss rows redone exactly for a
@@ -121,6 +136,11 @@ class GallerySearcher:
         self.backend = backend
         self._index: np.ndarray | None = None  # faiss: the gallery as the array faiss.knn reads
         self._buffer: torch.Tensor | None = None  # select: score block reused across chunks
+        self._buffer16: torch.Tensor | None = None  # bf16: its bfloat16 score block
+        self._low = None  # bf16: the gallery's bfloat16 copy and norms (None: too large for bf16)
+        if backend == "bf16":
+            low = bf16_rows(self.gallery)
+            self._low = low if bf16_applicable(low) else None
         if backend == "faiss":
             try:
                 import faiss
@@ -135,8 +155,10 @@ class GallerySearcher:
         k = max(1, min(int(k), self.n))
         if self.backend == "faiss":
             return self._search_faiss(query, k, self_index)
-        if self.backend == "select":
+        if self.backend == "select" or (self.backend == "bf16" and self._low is None):
             return self._search_select(query, k, self_index)
+        if self.backend == "bf16":
+            return self._search_bf16(query, k, self_index)
         return self._search_torch(query, k, self_index)
 
     @property
@@ -166,6 +188,27 @@ class GallerySearcher:
             self_score = _exclude_self(sims, self_index[r0 : r0 + _SELECT_ROWS])
             index, score = select_topk(sims, k)
             parts.append((index, score, self_score))
+        index, score, self_score = (torch.cat(p) for p in zip(*parts)) if len(parts) > 1 else parts[0]
+        index = torch.where(torch.isinf(score) & (score < 0), torch.full_like(index, -1), index)
+        return ChunkNeighbors(index=index, score=score, self_score=self_score)
+
+    def _search_bf16(self, query: torch.Tensor, k: int, self_index: torch.Tensor) -> ChunkNeighbors:
+        parts = []
+        for r0 in range(0, query.shape[0], _SELECT_ROWS):  # the row blocks of select: same score bits
+            q, si = query[r0 : r0 + _SELECT_ROWS], self_index[r0 : r0 + _SELECT_ROWS]
+            low = bf16_rows(q.contiguous())
+            if not bf16_applicable(low):
+                nb = self._search_select(q, k, si)
+                parts.append((nb.index, nb.score, nb.self_score))
+                continue
+            c = q.shape[0]
+            if self._buffer16 is None or self._buffer16.shape[0] < c:
+                self._buffer16 = None
+                self._buffer16 = torch.empty((c, self.n), dtype=torch.bfloat16)
+            sims = torch.matmul(low.low, self._low.low.T, out=self._buffer16[:c])
+            rows = torch.nonzero(si >= 0).flatten()
+            sims[rows, si[rows]] = float("-inf")
+            parts.append(select_topk_bf16(sims, low, self._low, k, si))
         index, score, self_score = (torch.cat(p) for p in zip(*parts)) if len(parts) > 1 else parts[0]
         index = torch.where(torch.isinf(score) & (score < 0), torch.full_like(index, -1), index)
         return ChunkNeighbors(index=index, score=score, self_score=self_score)

@@ -84,6 +84,7 @@ def retrieval_metrics(
     backend: str = "auto",
     mem_budget_bytes: int = 256 << 20,
     per_query: bool = False,
+    positive_counts: Mapping[str, Any] | None = None,
 ) -> RetrievalResult:
     """Score query embeddings against a gallery under every registered retrieval metric family
     (:func:`bench.eval.metrics.retrieval_families`; the built-ins are :data:`DEFINITIONS`): one kNN
@@ -100,13 +101,17 @@ def retrieval_metrics(
         ks: cut-offs K.
         max_topk: length of the official script's ranked list before the query is removed.
         normalize: L2-normalise both sides (cosine) instead of the raw dot product.
-        backend: kNN search: ``"auto"`` (select or faiss, whichever a cached timing found faster on
-            this machine), ``"select"``, ``"torch"`` or ``"faiss"``; all apply the tie rule to exact
-            ties, select and torch give identical lists, faiss may differ on last-bit near-ties
-            (:mod:`bench.eval.knn`). The resolved name and how it was chosen are recorded in the
+        backend: kNN search: ``"auto"`` (select, bf16 or faiss, whichever a cached timing found
+            fastest on this machine), ``"select"``, ``"bf16"``, ``"torch"`` or ``"faiss"``; all apply
+            the tie rule to exact ties, select and torch give identical lists, bf16 and faiss may
+            differ on last-bit near-ties (:mod:`bench.eval.knn`). The resolved name and how it was chosen are recorded in the
             definitions.
         mem_budget_bytes: bound on the chunk x gallery score block.
         per_query: also return per-query values (NaN where a query is not scored).
+        positive_counts: name -> (Q,) ints, the size of each query's positive set P under
+            ``[m5product]`` where it is counted in a ground-truth file rather than in the gallery
+            (the official code counts every listing with the query's label there, the query
+            included); default: gallery positives plus the query's own row.
 
     Returns:
         :class:`RetrievalResult` with keys like ``coarse/mAP@10[m5product]``, ``fine/mAP@R[pml]``,
@@ -158,8 +163,13 @@ def retrieval_metrics(
             raise ValueError(f"{name}: query {bad} has a different label from its own gallery row {qgi[bad]}")
         counts = np.bincount(g_lab, minlength=int(max(q_lab.max(initial=0), g_lab.max(initial=0))) + 1)
         r = counts[q_lab] - has_self.astype(np.int64)
+        p_size = r + has_self
+        if positive_counts is not None and positive_counts.get(name) is not None:
+            p_size = np.asarray(positive_counts[name]).astype(np.int64)
+            if p_size.shape != (n_q,) or (p_size < 0).any():
+                raise ValueError(f"{name}: positive_counts must be {n_q} non-negative integers")
         sets.append({"name": name, "q": torch.from_numpy(q_lab), "g": torch.from_numpy(g_lab), "mask": mask,
-                     "R": r, "P": r + has_self})
+                     "R": r, "P": p_size})
     base_k = max(max(ks), max_topk)
     active = np.zeros(n_q, dtype=bool)
     need = np.full(n_q, base_k, dtype=np.int64)

@@ -11,11 +11,26 @@ Step 1 is a guess, step 2 checks it: a row whose threshold kept fewer than k col
 k-th score (``topk`` on that row alone) and is compared again, so the result never depends on the
 sample. Every column whose score ties the k-th is kept, so ties are broken by the lower column
 exactly as the stable sort of the full row would.
+
+:func:`select_topk_bf16` does the same from a bfloat16 score block (a matmul of bf16 copies, about a
+third of the float32 matmul's time on CPUs with bf16 dot-product instructions): a rigorous per-row
+bound on |bf16 score - float32 score| (derived below) lowers the k-th bf16 score to a floor that every
+column able to reach the float32 k-th score clears; those candidates are re-scored in float32 and
+sorted as above. The re-scoring is a float32 matmul of a group of >= 4 query rows against the union of
+their candidate columns, not a per-pair dot product: the BLAS gives a matmul entry the same bits
+whatever else shares the call once the call has >= 4 rows and >= 12 columns (MKL, measured), while no
+per-pair formula reproduces its summation order. So the lists and scores equal the float32 path's bit
+for bit where that holds (blocks of 1-3 rows, whose kernels do depend on the call's shape, are scored
+by the float32 matmul itself); on a BLAS where it does not, they are the exact top-k of genuine float32
+dot products of the same pairs, and only last-bit near-ties can order differently
+(``bench.eval.knn_choice`` checks this before ``auto`` may pick bf16).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -76,24 +91,29 @@ def _descending_keys(values: np.ndarray) -> np.ndarray:
 
 
 def _sort_candidates(block: np.ndarray, flat: np.ndarray, counts: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first k candidates of each row by (score descending, column ascending).
+    """The first k candidates of each row of ``block`` by (score descending, column ascending)."""
+    return _sort_lines(flat % block.shape[1], block.reshape(-1)[flat], counts, k)
 
-    Candidates are laid out one row per line in ascending column order (``flatnonzero`` order), padded
-    with -inf. Each gets one integer key, the score's descending key shifted left with its place in the
-    line below it: keys are distinct, so numpy's fast unstable integer sort gives the (score desc,
-    column asc) order -- about 3x faster here than a stable sort of the scores.
+
+def _sort_lines(cols: np.ndarray, vals: np.ndarray, counts: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k of each row's candidates (``counts[r]`` consecutive entries of ``cols`` / ``vals``, in
+    ascending column order) by (score descending, column ascending).
+
+    Candidates are laid out one row per line, padded with -inf. Each gets one integer key, the score's
+    descending key shifted left with its place in the line below it: keys are distinct, so numpy's fast
+    unstable integer sort gives the (score desc, column asc) order -- about 3x faster here than a stable
+    sort of the scores.
     """
-    n_rows, n = block.shape
-    rows, cols = np.divmod(flat, n)
+    n_rows = len(counts)
     starts = np.cumsum(counts) - counts
-    pos = np.arange(len(flat)) - np.repeat(starts, counts)
+    pos = np.arange(len(cols)) - np.repeat(starts, counts)
     width = int(counts.max())
     shift = max(1, (width - 1).bit_length())  # 32 + shift bits: fits int64 for any line of < 2**31 entries
     pad_col = np.zeros((n_rows, width), dtype=np.int64)
     pad_score = np.full((n_rows, width), -np.inf, dtype=np.float32)
-    lin = rows * width + pos
+    lin = np.repeat(np.arange(n_rows) * width, counts) + pos
     pad_col.reshape(-1)[lin] = cols
-    pad_score.reshape(-1)[lin] = block.reshape(-1)[flat]
+    pad_score.reshape(-1)[lin] = vals
     keys = (_descending_keys(pad_score) << shift) | np.arange(width, dtype=np.int64)
     keys.sort(axis=1)
     place = keys[:, :k] & ((1 << shift) - 1)
@@ -150,3 +170,274 @@ def _row_groups(counts: np.ndarray, limit: int) -> list[tuple[int, int]]:
         total += cnt
     groups.append((start, len(counts)))
     return groups
+
+
+# --- bfloat16 candidates, exact float32 re-scoring ---------------------------------------------------
+#
+# Error bound. Let q, g be float32 rows of dimension d, q^ = bf16(q), g^ = bf16(g) (round to nearest),
+# r = q - q^ and t = g - g^ (exact in float32), s = sum_k q_k g_k the real dot product.
+#   inputs:  sum q^_k g^_k = s - sum_k (q_k t_k + r_k g^_k), so by Cauchy-Schwarz
+#            |sum q^ g^ - s| <= |q| |t| + |r| |g^|;
+#   bf16 kernels flush subnormal inputs, products and sums to zero (DAZ/FTZ, measured): each such term
+#            moves the sum by at most 2^-126 (times max|g^| or max|q^| for a flushed input), A below;
+#   accumulation: the products are exact in float32 and summed in float32 (the bf16 kernels keep
+#            float32 accumulators, rounding to bf16 once at the end) in some order, so the sum
+#            s~ is within gamma(2d) sum_k |q^_k g^_k| <= gamma(2d) |q^| |g^| (gamma(n) = n u / (1 - n u),
+#            u = 2^-24; 2d covers any summation tree, also one that adds products pairwise);
+#   output:  the kernel rounds s~ to bf16: s^ = s~ (1 + e), |e| <= 2^-8, so |s^ - s~| <= c |s^| with
+#            c = 2^-8 / (1 - 2^-8);
+#   reference: the float32 matmul's score s_f is within gamma(2d) |q| |g| of s.
+# So |s^ - s_f| <= E + c |s^| with, per query row and over the gallery's largest norms,
+#   E = |q| max|t| + |r| max|g^| + gamma(2d) (|q^| max|g^| + |q| max|g|) + A,
+#   A = 2^-126 (d (3 + max|q^_k| + max|g^_k|) + 2),
+# times 1 + 2^-10 for the float64 arithmetic of E itself.
+#
+# Selection. If at least k columns have s^ >= theta, each has s_f >= h(s^) >= h(theta) with
+# h(x) = x - E - c|x| (non-decreasing), so the float32 k-th score is >= L = theta - E - c|theta|. A column
+# whose float32 score reaches it has s^ + E + c|s^| >= L, i.e. s^ >= F^-1(L - E) with F(x) = x + c|x|.
+# Every such column is a candidate; each candidate is re-scored in float32 and the exact top-k taken
+# among them, ties included (all of a tie's columns are candidates when one is).
+
+_BF16_U = 2.0**-8
+_BF16_C = _BF16_U / (1.0 - _BF16_U)
+_TINY = 2.0**-126
+# Rows re-scored by one float32 matmul against the union of their candidates. MKL computes an entry of a
+# matmul of >= 4 rows and >= 12 columns with the same bits whichever other rows and columns are in the
+# call (measured); smaller calls use other kernels, so a group is never smaller than the score block it
+# stands for, and the union is padded to _MIN_UNION columns.
+_GROUP_ROWS, _MIN_UNION = 4, 64
+# Rows whose candidates would cover more than this fraction of the gallery (near-constant scores) are
+# scored by the float32 matmul instead: re-scoring them would cost more than it saves.
+_MAX_CANDIDATE_FRACTION = 0.25
+# Score entries per candidate pass (the boolean mask); larger than _BLOCK_ELEMS so that a pass holds
+# enough rows for similar queries to be grouped.
+_BF16_PASS_ELEMS = 1 << 24
+
+
+@dataclass
+class Bf16Rows:
+    """Rows of a float32 matrix with their bfloat16 copy and the norms the error bound needs (float64)."""
+
+    exact: torch.Tensor  # (r, d) float32
+    low: torch.Tensor  # (r, d) bfloat16, round to nearest
+    norm: np.ndarray  # |x|
+    norm_low: np.ndarray  # |bf16(x)|
+    resid: np.ndarray  # |x - bf16(x)|
+    amax_low: np.ndarray  # max_k |bf16(x)_k|
+
+
+def bf16_rows(x: torch.Tensor, step: int = 16384) -> Bf16Rows:
+    """The bfloat16 copy of float32 rows ``x`` and their norms (in float64, ``step`` rows at a time)."""
+    low = x.to(torch.bfloat16)
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    for s in range(0, x.shape[0], step):
+        xs, ls = x[s : s + step].double(), low[s : s + step].double()
+        for part, v in zip(parts, (xs.norm(dim=1), ls.norm(dim=1), (xs - ls).norm(dim=1),
+                                   ls.abs().amax(dim=1) if x.shape[1] else ls.new_zeros(len(ls)))):
+            part.append(v.numpy())
+    norm, norm_low, resid, amax_low = (np.concatenate(p) if p else np.zeros(0) for p in parts)
+    return Bf16Rows(exact=x, low=low, norm=norm, norm_low=norm_low, resid=resid, amax_low=amax_low)
+
+
+def bf16_applicable(rows: Bf16Rows, limit: float = 2.0**60) -> bool:
+    """Finite rows whose bf16 scores cannot overflow (|q| |g| <= limit**2 for any pair of such rows)."""
+    return bool(np.all(np.isfinite(rows.norm)) and (rows.norm.max(initial=0.0) <= limit))
+
+
+def bf16_error(query: Bf16Rows, gallery: Bf16Rows) -> np.ndarray:
+    """Per query row, E of the bound above: |s^ - s_f| <= E + c |s^| for every gallery row."""
+    d = query.exact.shape[1]
+    gamma = 2 * d * 2.0**-24 / (1 - 2 * d * 2.0**-24)
+    g_max, g_low, g_res = gallery.norm.max(initial=0.0), gallery.norm_low.max(initial=0.0), gallery.resid.max(initial=0.0)
+    tiny = _TINY * (d * (3.0 + query.amax_low + gallery.amax_low.max(initial=0.0)) + 2.0)
+    e = query.norm * g_res + query.resid * g_low + gamma * (query.norm_low * g_low + query.norm * g_max) + tiny
+    return e * (1.0 + 2.0**-10)
+
+
+def _candidate_floor(theta: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """F^-1(theta - 2E - c|theta|): the lowest bf16 score a column can have and still reach the top k."""
+    y = theta - 2.0 * e - _BF16_C * np.abs(theta)
+    with np.errstate(invalid="ignore"):
+        tau = np.where(y >= 0, y / (1.0 + _BF16_C), y / (1.0 - _BF16_C))
+    return np.where(np.isfinite(theta), tau, -np.inf)
+
+
+def _bf16_floor_bits(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int16 bf16 bit patterns at or below each float64 ``tau``, and whether that bf16 value is > 0.
+
+    bf16 bits read as int16 order the positive values; a negative value v >= -x (x >= 0) iff its bits
+    are >= 0 or <= the bits of -x (larger magnitudes have larger int16 bits among negatives).
+    """
+    t32 = np.nextafter(tau.astype(np.float32), np.float32(-np.inf))  # float32 at or below tau
+    pos = t32 > 0
+    up = np.where(pos, t32, -t32).astype(np.float32).view(np.int32).astype(np.int64)
+    mag = np.where(pos, up >> 16, (up + 0xFFFF) >> 16)  # positive: round down; negative: magnitude up
+    mag = np.minimum(mag, 0x7F80)  # at most inf
+    bits = np.where(pos & (mag > 0), mag, (mag | 0x8000) - 0x10000)
+    return bits.astype(np.int16), pos & (mag > 0)
+
+
+def _bf16_candidates(bits: np.ndarray, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major flat positions of the bf16 scores (int16 bits) at or above their row's ``tau``, and counts."""
+    tb, pos = _bf16_floor_bits(tau)
+    mask = bits >= np.where(pos, tb, 0).astype(np.int16)[:, None]
+    neg = np.flatnonzero(~pos)
+    if len(neg):
+        mask[neg] |= bits[neg] <= tb[neg, None]
+    flat = np.flatnonzero(mask)
+    return flat, np.bincount(flat // bits.shape[1], minlength=bits.shape[0])
+
+
+def _bits_to_float(bits: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns (int16) as float32 values (exact)."""
+    return (bits.astype(np.int32) << 16).view(np.float32)
+
+
+def similar_row_groups(q: torch.Tensor) -> list[np.ndarray]:
+    """Rows of ``q`` in groups of ``_GROUP_ROWS`` (the last up to 2x - 1; one group if fewer rows), each a
+    row with its most cosine-similar unassigned rows: similar queries share candidates, so each group's
+    union of candidates, which its re-scoring reads, is smaller."""
+    c = q.shape[0]
+    if c < 2 * _GROUP_ROWS:
+        return [np.arange(c)]
+    unit = q / q.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    sim = (unit @ unit.T).numpy()
+    free = np.ones(c, dtype=bool)
+    groups = []
+    for _ in range(c // _GROUP_ROWS - 1):
+        i = int(np.argmax(free))
+        cand = np.where(free, sim[i], -np.inf)
+        cand[i] = np.inf
+        members = np.argpartition(-cand, _GROUP_ROWS - 1)[:_GROUP_ROWS]
+        free[members] = False
+        groups.append(np.sort(members))
+    groups.append(np.flatnonzero(free))
+    return groups
+
+
+class _Union:
+    """The sorted union of column lists over an n-column gallery, by a reused marker array (O(n) a call)."""
+
+    def __init__(self, n: int) -> None:
+        self.mark = np.zeros(n, dtype=bool)
+        self.inv = np.zeros(n, dtype=np.int64)
+
+    def __call__(self, *cols: np.ndarray) -> np.ndarray:
+        for c in cols:
+            self.mark[c] = True
+        union = np.flatnonzero(self.mark)
+        self.mark[union] = False
+        self.inv[union] = np.arange(len(union))
+        return union
+
+
+def _rescore_group(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, rows: np.ndarray,
+                   self_index: np.ndarray, union_of: _Union) -> tuple[np.ndarray, np.ndarray]:
+    """float32 scores of one row group's candidates ``(rows, cols)``, and the rows' own-row scores.
+
+    One matmul of the group's query rows against the union of their candidate columns and own rows: the
+    same kernel family as the full score block's matmul, so the same bits (see ``_GROUP_ROWS``).
+    """
+    n = gallery.shape[0]
+    own = self_index >= 0
+    union = union_of(cols, self_index[own])
+    if len(union) < min(n, _MIN_UNION):
+        union = union_of(union, np.arange(min(n, _MIN_UNION)))
+    s = torch.matmul(q, torch.from_numpy(gallery.numpy()[union]).T).numpy()
+    vals = s[rows, union_of.inv[cols]]
+    self_score = np.full(len(self_index), np.nan, dtype=np.float32)
+    self_score[own] = s[np.flatnonzero(own), union_of.inv[self_index[own]]]
+    vals[cols == self_index[rows]] = -np.inf  # the own row is excluded, as in the float32 block
+    return vals, self_score
+
+
+def _kth_of_lines(vals: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """k-th largest of each row's ``counts[r]`` consecutive ``vals`` (-inf where a row has fewer than k)."""
+    width = max(k, int(counts.max(initial=0)))
+    pad = np.full((len(counts), width), -np.inf, dtype=np.float32)
+    starts = np.cumsum(counts) - counts
+    pos = np.arange(len(vals)) - np.repeat(starts, counts)
+    pad.reshape(-1)[np.repeat(np.arange(len(counts)) * width, counts) + pos] = vals
+    return np.partition(pad, width - k, axis=1)[:, width - k].astype(np.float64)
+
+
+def _bf16_pass(sims: torch.Tensor, r0: int, r1: int, theta: np.ndarray, e: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates of rows r0:r1 (row-major flat positions within them, counts) and their exact k-th bf16 score.
+
+    The first pass uses the sampled ``theta``; a row whose candidates hold k or more scores has its exact
+    k-th among them, and keeps the candidates at or above its floor when that floor is not below the
+    sampled one (otherwise the pass missed columns: its whole row gives the k-th and is scanned again).
+    """
+    bits = sims.view(torch.int16).numpy()[r0:r1]
+    th, ee = theta[r0:r1], e[r0:r1]
+    tau = _candidate_floor(th, ee)
+    flat, counts = _bf16_candidates(bits, tau)
+    vals = _bits_to_float(bits.reshape(-1)[flat])
+    exact = _kth_of_lines(vals, counts, k)
+    redo = np.flatnonzero((counts < k) | (exact < th))
+    if len(redo):
+        exact[redo] = _kth_largest(sims[r0 + torch.from_numpy(redo)], k).double().numpy()
+        flat, counts = _bf16_candidates(bits, np.minimum(tau, _candidate_floor(exact, ee)))
+        vals = _bits_to_float(bits.reshape(-1)[flat])
+    rows = np.repeat(np.arange(r1 - r0), counts)
+    keep = vals >= _candidate_floor(exact, ee)[rows]
+    return flat[keep], np.bincount(rows[keep], minlength=r1 - r0), exact
+
+
+def _float32_rows(q: torch.Tensor, gallery: torch.Tensor, self_index: torch.Tensor, k: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`select_topk` of the float32 scores of ``q``, own columns excluded, and the own-column scores."""
+    exact = torch.matmul(q, gallery.T)
+    own = torch.nonzero(self_index >= 0).flatten()
+    self_score = torch.full((q.shape[0],), float("nan"))
+    self_score[own] = exact[own, self_index[own]]
+    exact[own, self_index[own]] = float("-inf")
+    return (*select_topk(exact, k), self_score)
+
+
+def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: int,
+                     self_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact float32 top-``k`` from bfloat16 scores: candidates by the error bound above, re-scored in float32.
+
+    Args:
+        sims: (c, n) bfloat16 ``query.low @ gallery.low.T`` with each row's own column set to -inf.
+        query, gallery: :func:`bf16_rows` of the query block and of the gallery.
+        k: 1 <= k <= n.
+        self_index: (c,) int64 own gallery row per query, -1 for none.
+
+    Returns:
+        ``(index, score, self_score)``: what :func:`select_topk` returns for the float32 block with the
+        own column set to -inf, and the own column's float32 score (NaN where none).
+    """
+    c, n = sims.shape
+    index = torch.empty((c, k), dtype=torch.int64)
+    score = torch.empty((c, k), dtype=torch.float32)
+    self_score = torch.empty(c, dtype=torch.float32)
+    theta_t = sample_threshold(sims, k)
+    theta = (theta_t if theta_t is not None else _kth_largest(sims, k)).double().numpy()
+    e = bf16_error(query, gallery)
+    selfs = self_index.numpy()
+    union_of = _Union(n)
+    step = max(2 * _GROUP_ROWS, _BF16_PASS_ELEMS // n)
+    bounds = [*range(0, max(1, c - 2 * _GROUP_ROWS), step), c]  # passes of >= 2 groups (or the only one)
+    for r0, r1 in itertools.pairwise(bounds):
+        flat, counts = (None, None) if c < _GROUP_ROWS else _bf16_pass(sims, r0, r1, theta, e, k)[:2]
+        if counts is None or counts.sum() > _MAX_CANDIDATE_FRACTION * n * (r1 - r0):
+            # fewer rows than a group (BLAS kernels for 1-3 rows give bits by call shape: only the
+            # full row matches), or near-constant scores: the float32 matmul of these rows, as select
+            index[r0:r1], score[r0:r1], self_score[r0:r1] = _float32_rows(query.exact[r0:r1], gallery.exact,
+                                                                          self_index[r0:r1], k)
+            continue
+        cols = flat % n
+        vals = np.empty(len(flat), dtype=np.float32)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        for grp in similar_row_groups(query.exact[r0:r1]):
+            pos = np.concatenate([np.arange(starts[r], ends[r]) for r in grp])
+            rows = np.repeat(np.arange(len(grp)), counts[grp])
+            vals[pos], own = _rescore_group(query.exact[r0 + grp], gallery.exact, cols[pos], rows,
+                                            selfs[r0 + grp], union_of)
+            self_score[r0 + grp] = torch.from_numpy(own)
+        index[r0:r1], score[r0:r1] = _sort_lines(cols, vals, counts, k)
+    return index, score, self_score

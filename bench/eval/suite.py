@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from bench.eval import classification, clustering, retrieval, scoring
+from bench.eval import by_task, classification, clustering, retrieval, scoring
 from bench.eval import tasks as task_registry
 from bench.eval.knn import resolve_backend
 from bench.eval.labels import as_label_array
@@ -29,6 +29,15 @@ def _mask(x: Any, n: int, name: str, default: bool | None = None) -> np.ndarray:
             raise ValueError(f"{name} must be a boolean mask")
         arr = arr.astype(bool)
     return arr
+
+
+def _counts(x: Any, n: int, name: str) -> np.ndarray | None:
+    if x is None:
+        return None
+    arr = np.asarray(x)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be {n} integers, one per embedding row")
+    return arr.astype(np.int64)
 
 
 #: Largest float32; a dot product above it overflows to inf and every ranking breaks.
@@ -75,6 +84,9 @@ def evaluate(
     mem_budget_bytes: int = 256 << 20,
     cosine_too: bool = True,
     per_query: Sequence[str] = (),
+    task_galleries: Mapping[str, Any] | None = None,
+    positive_counts: Mapping[str, Any] | None = None,
+    protocol: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score one set of embeddings on coarse/fine retrieval, classification and clustering.
 
@@ -107,6 +119,13 @@ def evaluate(
         normalize: cosine instead of the raw dot product (retrieval, probe input, k-means input).
         cosine_too: with the raw dot product, also score every retrieval metric on L2-normalised
             embeddings, named ``.../cos`` (:mod:`bench.eval.scoring`).
+        task_galleries: ``{"coarse": (N,) bool, "fine": (N,) bool}``: each task's own gallery rows
+            (the official protocol: a separate coarse gallery, the fine query set leave-one-out);
+            a task not named uses ``gallery``. Clustering keeps using ``gallery``.
+        positive_counts: ``{task: (N,) int}``: |P| of each query row under ``[m5product]``, counted
+            in the task's ground-truth file (:func:`bench.eval.retrieval.retrieval_metrics`).
+        protocol: a description of the sets (which lists, leave-one-out or not, sizes), recorded
+            as ``definitions["retrieval_protocol"]``.
         per_query: metric names whose per-query values to return (``out["per_query"]``, float32
             over ``out["per_query"]["_query_rows"]``, NaN where a query is not scored), for paired
             comparisons of two results on the same queries; ``cls/correct[linear_probe]`` gives the
@@ -114,7 +133,8 @@ def evaluate(
         seed: probe seed; k-means seeds default to ``(seed, seed+1, seed+2)``.
         ks, max_topk: retrieval cut-offs and the official list length (see :mod:`bench.eval.retrieval`).
         kmeans_backend: "sklearn" (default, see :mod:`bench.eval.clustering`) or "faiss".
-        knn_backend: "auto" (the faster of select and faiss on this machine, timed once and cached), "select", "faiss" or "torch" (see :mod:`bench.eval.knn`).
+        knn_backend: "auto" (the fastest of select, bf16 and faiss on this machine, timed once and
+            cached), "select", "bf16", "faiss" or "torch" (see :mod:`bench.eval.knn`).
         tasks: registered evaluation task names (:mod:`bench.eval.tasks`): "retrieval",
             "classification", "clustering", or any other registered task.
         retrieval_only: shorthand for ``tasks=("retrieval",)`` (e.g. scoring fine-tuned features).
@@ -150,12 +170,18 @@ def evaluate(
     ctest = _mask(cls_test, n, "cls_test", default=False) if cls_test is not None else None
     gal = _mask(gallery, n, "gallery", default=None) if gallery is not None else ~ctrain
     kseeds = list(kmeans_seeds) if kmeans_seeds is not None else [seed, seed + 1, seed + 2]
+    by_task_sets = None
+    if task_galleries is not None or positive_counts is not None:
+        tg, pc = task_galleries or {}, positive_counts or {}
+        by_task_sets = (
+            {t: _mask(tg[t], n, f"{t} gallery") if tg.get(t) is not None else gal for t in ("coarse", "fine")},
+            {t: _counts(pc.get(t), n, f"{t} positive_counts") for t in ("coarse", "fine")})
 
     inp = TaskInput(x, cat, pid, cq, fq, ctrain, ctest, gal, dict(
         normalize=normalize, cosine_too=cosine_too, ks=ks, max_topk=max_topk, knn_backend=knn_backend,
         mem_budget_bytes=mem_budget_bytes, per_query=tuple(per_query), seed=seed, kmeans_seeds=kseeds,
         kmeans_backend=kmeans_backend, train_embeddings=train_embeddings, train_category=train_category,
-        head_predictions=head_predictions))
+        head_predictions=head_predictions, by_task=by_task_sets, protocol=protocol))
     res = TaskOutput(counts={"rows": n, "gallery": int(gal.sum())}, definitions={"scale": SCALE},
                      extra={"clustering_per_seed": [], "probe": None})
     timings: dict[str, float] = {}
@@ -172,7 +198,11 @@ def evaluate(
 
 
 def retrieval_task(inp: TaskInput, res: TaskOutput) -> bool:
-    """Coarse and fine retrieval under the requested scoring rule, and cosine too (``cosine_too``)."""
+    """Coarse and fine retrieval under the requested scoring rule, and cosine too (``cosine_too``):
+    one pass over the shared gallery, or each task on its own gallery and positive counts where
+    ``evaluate`` was given them (:mod:`bench.eval.by_task`)."""
+    if inp.options["by_task"] is not None:
+        return _retrieval_by_task(inp, res)
     x, cat, pid, cq, fq, gal, o = inp.x, inp.category, inp.product, inp.coarse_query, inp.fine_query, inp.gallery, inp.options
     n, normalize, per_query = len(x), o["normalize"], o["per_query"]
     metrics, counts, definitions, out = res.metrics, res.counts, res.definitions, res.extra
@@ -210,6 +240,27 @@ def retrieval_task(inp: TaskInput, res: TaskOutput) -> bool:
         top1 = scoring.top1_neighbours(x[q_rows][cq[q_rows]], x[g_rows], pos_in_gallery[q_rows][cq[q_rows]],
                                        normalize=norm)
         out["hubness"][rule] = scoring.hubness(top1)
+    return True
+
+
+def _retrieval_by_task(inp: TaskInput, res: TaskOutput) -> bool:
+    """The retrieval task where each task ranks its own query set against its own gallery."""
+    o = inp.options
+    galleries, positives = o["by_task"]
+    r = by_task.score_tasks(
+        inp.x, {"coarse": inp.category, "fine": inp.product}, {"coarse": inp.coarse_query, "fine": inp.fine_query},
+        galleries, positives, normalize=o["normalize"], cosine_too=o["cosine_too"], ks=o["ks"],
+        max_topk=o["max_topk"], backend=o["knn_backend"], mem_budget_bytes=o["mem_budget_bytes"],
+        per_query=o["per_query"])
+    res.metrics.update(r["metrics"])
+    res.counts.update(r["counts"])
+    res.definitions.update(r["definitions"])
+    if r["hubness"]:
+        res.extra["hubness"] = r["hubness"]
+    if o["per_query"] and r["per_query"]:
+        res.extra["per_query"] = r["per_query"]
+    if o["protocol"] is not None:
+        res.definitions["retrieval_protocol"] = dict(o["protocol"])
     return True
 
 

@@ -48,6 +48,7 @@ class Setup:
     video_dim: int | None
     audio_dim: int
     image_tsv: str | None = None
+    image_tsv_shards: list[str] | None = None  # every region TSV shard (image_tsv is the first)
     video_npy_dir: str | None = None
     audio_npy_dir: str | None = None
 
@@ -63,7 +64,7 @@ class Job:
     image: list[str | None]
     video: list[str | None]
     audio: list[str | None]
-    tsv_offsets: list[int | None] = field(default_factory=list)
+    tsv_offsets: list[int | None] = field(default_factory=list)  # packed (shard, offset), see image.shard_location
     fail_after: int | None = None  # test hook: raise after this many shards in this process
 
 
@@ -149,7 +150,7 @@ class Featurizer:
                     log.set(i, Modality.Tab, EMPTY)
 
     def _images(self, job: Job, log: _Log, arrays: dict[str, np.ndarray]) -> None:
-        from bench.features.image import grid_boxes, load_image, read_tsv_regions, region_features
+        from bench.features.image import grid_boxes, load_image, read_tsv_regions, region_features, shard_location
 
         c, s = self.cfg, self.setup
         n, R = len(job.image), s.max_regions
@@ -158,13 +159,16 @@ class Featurizer:
         counts = np.zeros(n, dtype=np.int16)
         if s.image_tsv:
             if self._tsv is None:
-                self._tsv = open(s.image_tsv, "rb")
-            for i, off in enumerate(job.tsv_offsets):
-                if off is None:
+                self._tsv = {}
+            for i, packed in enumerate(job.tsv_offsets):
+                if packed is None:
                     log.set(i, Modality.I, NOT_PRECOMPUTED)
                     continue
+                shard, off = shard_location(packed)
                 try:
-                    f, b = read_tsv_regions(self._tsv, off, R)
+                    if shard not in self._tsv:
+                        self._tsv[shard] = open((s.image_tsv_shards or [s.image_tsv])[shard], "rb")
+                    f, b = read_tsv_regions(self._tsv[shard], off, R)
                 except Exception as exc:  # a corrupt row is a missing image, not a failed build
                     log.set(i, Modality.I, DECODE_ERROR, f"{job.item_id[i]}: {exc!r}")
                     continue

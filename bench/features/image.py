@@ -118,6 +118,15 @@ def index_region_tsv(path: str) -> dict[str, int]:
     return index
 
 
+#: A shard's index lives in the high bits of a packed location, its byte offset in the low 40 (1 TiB).
+OFFSET_BITS = 40
+
+
+def shard_location(packed: int) -> tuple[int, int]:
+    """``(shard, byte offset)`` of a packed location (:mod:`bench.features.region_index`)."""
+    return packed >> OFFSET_BITS, packed & ((1 << OFFSET_BITS) - 1)
+
+
 def tsv_feature_dim(path: str) -> int:
     """Feature dimension of the first data row of a region TSV."""
     with open(path, "rb") as f:

@@ -67,6 +67,9 @@ def _precomputed(catalog: Any) -> dict[str, str | None]:
     for k in ("image_tsv", "video_npy_dir", "audio_npy_dir"):
         v = pre.get(k)
         out[k] = str(v) if v else None
+    shards = pre.get("image_tsv_shards") or []
+    if len(shards) > 1:  # a one-shard source keeps its old store key
+        out["image_tsv_shards"] = [str(x) for x in shards]
     return out
 
 
@@ -86,7 +89,8 @@ def store_key(config: FeatureConfig, precomputed: dict[str, str | None]) -> str:
     used = {k: v for k, v in precomputed.items() if v}
     if not used:
         return config.hash()
-    blob = json.dumps({"config": config.hash(), **{k: _source_digest(v) for k, v in used.items()}}, sort_keys=True)
+    digests = {k: _source_digest(v) if isinstance(v, str) else [_source_digest(x) for x in v] for k, v in used.items()}
+    blob = json.dumps({"config": config.hash(), **digests}, sort_keys=True)
     return config.hash()[:8] + hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
@@ -252,6 +256,17 @@ def _label_ids(values: list[str | None]) -> tuple[np.ndarray, list[str]]:
     return np.asarray([lookup.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64), names
 
 
+def _first_tsv_dim(shards: list[str], dim_of: Any) -> int:
+    """The feature dimension of the first shard that has a data row."""
+    for i, path in enumerate(shards):
+        try:
+            return dim_of(path)
+        except ValueError:
+            if i == len(shards) - 1:
+                raise
+    raise ValueError("no region TSV shards")
+
+
 def _feature_dims(cfg: FeatureConfig, pre: dict[str, str | None]) -> dict[str, int | None]:
     """Dims known before extraction; CNN dims stay None (workers read them off the built backbone,
     so the parent never pays for importing timm)."""
@@ -259,7 +274,8 @@ def _feature_dims(cfg: FeatureConfig, pre: dict[str, str | None]) -> dict[str, i
     if pre["image_tsv"]:
         from bench.features.image import tsv_feature_dim
 
-        dims["region_dim"], dims["max_regions"] = tsv_feature_dim(pre["image_tsv"]), 36
+        shards = pre.get("image_tsv_shards") or [pre["image_tsv"]]
+        dims["region_dim"], dims["max_regions"] = _first_tsv_dim(shards, tsv_feature_dim), 36
     else:
         dims["region_dim"], dims["max_regions"] = None, cfg.image_grid**2
     if pre["video_npy_dir"]:
@@ -350,9 +366,9 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
                   audio_dim=dims["audio_dim"], **pre)
     tsv_index = None
     if pre["image_tsv"]:
-        from bench.features.image import index_region_tsv
+        from bench.features.region_index import region_index
 
-        tsv_index = index_region_tsv(pre["image_tsv"])
+        tsv_index = region_index(pre.get("image_tsv_shards") or [pre["image_tsv"]])
 
     def make_job(s: int) -> Job:
         a, b = s * S, min(n, (s + 1) * S)
@@ -361,7 +377,7 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
                   title=list(cols["title"]), table=list(cols["table"]), image=list(cols["image"]),
                   video=list(cols["video"]), audio=list(cols["audio"]), fail_after=_fail_after)
         if tsv_index is not None:
-            job.tsv_offsets = [tsv_index.get(str(i)) for i in job.item_id]
+            job.tsv_offsets = tsv_index.lookup(job.item_id)
         return job
 
     _run_jobs(setup, pending, make_job, workers, progress, n, done_rows, out.name)
@@ -446,7 +462,8 @@ def _describe_sources(cfg: FeatureConfig, pre: dict[str, str | None], dims: dict
     cnn = f"timm {cfg.image_backbone} stage {cfg.image_stage}, {weights}"
     rgb = " + mean RGB" if cfg.image_color else ""
     return {
-        "I": f"precomputed TSV {pre['image_tsv']}" if pre["image_tsv"]
+        "I": (f"precomputed TSV {pre['image_tsv']}" + (f" and {len(pre['image_tsv_shards']) - 1} more shard(s)"
+                                                        if pre.get("image_tsv_shards") else "")) if pre["image_tsv"]
         else f"{cnn}, {cfg.image_size}px, {cfg.image_grid}x{cfg.image_grid} grid regions{rgb}",
         "V": f"precomputed npy {pre['video_npy_dir']}" if pre["video_npy_dir"]
         else f"{cnn}, {cfg.video_size}px frames at {cfg.video_fps} fps, <= {cfg.max_frames} frames, global pool{rgb}",

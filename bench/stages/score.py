@@ -42,24 +42,30 @@ class EmbedStage(_ScoreStage):
 
         catalog, store, mods, s = ctx.catalog, ctx.store, ctx.plan.cell.modalities, ctx.scored
         s["eval_rows"] = catalog.split_indices("gallery")
-        s["cls_train_rows"] = catalog.split_indices("cls_train")
+        s["cls_train_rows"], s["cls_test_rows"] = catalog.cls_rows(ctx.plan.cell.split)
         s["variants"] = embed_rows(ctx.model, store.batches(s["eval_rows"], mods, 128), variants=True)
         s["emb_train"] = embed_rows(ctx.model, store.batches(s["cls_train_rows"], mods, 128))
 
 
 def _labels(ctx: Context) -> dict[str, Any]:
-    """Labels and query masks of the evaluation rows, the common arguments of every evaluation."""
+    """Labels, each task's query and gallery masks for the cell's split (:func:`bench.data.tasks.eval_masks`)
+    and the classification test rows of the evaluation rows: the common arguments of every evaluation."""
     import numpy as np
 
-    catalog, s = ctx.catalog, ctx.scored
+    from bench.data.tasks import eval_masks
+
+    catalog, s, split = ctx.catalog, ctx.scored, ctx.plan.cell.split
     if "common" not in s:
         eval_rows = s["eval_rows"]
+        sets = eval_masks(catalog, split, eval_rows)
         s["cat_ids"], s["prod_ids"] = catalog.category_ids(), catalog.product_ids()
-        s["in_eval"] = {name: np.isin(eval_rows, catalog.split_indices(name))
-                        for name in ("coarse_query", "fine_query", "cls_test")}
+        s["in_eval"] = {"coarse_query": sets["queries"]["coarse"], "fine_query": sets["queries"]["fine"],
+                        "cls_test": np.isin(eval_rows, s["cls_test_rows"])}
         s["common"] = {"category": s["cat_ids"][eval_rows], "product": s["prod_ids"][eval_rows],
-                           "coarse_query": s["in_eval"]["coarse_query"], "fine_query": s["in_eval"]["fine_query"],
-                           "cls_test": s["in_eval"]["cls_test"], "seed": ctx.plan.cell.seed}
+                       "coarse_query": s["in_eval"]["coarse_query"], "fine_query": s["in_eval"]["fine_query"],
+                       "cls_test": s["in_eval"]["cls_test"], "seed": ctx.plan.cell.seed,
+                       "gallery": sets["cluster_rows"], "task_galleries": sets["galleries"],
+                       "positive_counts": sets["positives"] or None, "protocol": sets["protocol"]}
     return s["common"]
 
 
