@@ -142,6 +142,9 @@ def test_a_new_model_source_and_metric_reach_results_and_tables(plugins, capsys)
     assert rc == 0, err
     rows = [line for line in out.splitlines() if line.startswith("| BagOfWords")]
     assert len(rows) == 2 and any(ch.isdigit() for ch in rows[1]), rows  # subset (not run), whole dataset
+    from bench.tables import get_table  # the controls table follows the same rows
+
+    assert "bagofwords" in [s.key for s in get_table("controls").sections]
     dest = plugins / "all.csv"
     rc, out, err = cli(["results", "export", "--results", str(results), "--out", str(dest)], capsys)
     assert rc == 0, err
