@@ -61,7 +61,9 @@ def run(model: str, modalities: str, data: str | None = None, split: str = "full
     """Run one benchmark cell end to end, exactly as ``bench run`` does, and return its result dict.
 
     Args:
-        model: a registered model name (``bench ls models``).
+        model: a registered model name (``bench ls models``), a frozen encoder
+            (``hf:NAME_OR_PATH``, ``open_clip:ARCH[@PRETRAINED]``, ``timm:NAME[@FILE]``), an installed
+            plugin (entry-point group ``m5bench.models``) or an adapter class ``package.module:Class``.
         modalities: comma-separated codes, e.g. ``"I,T,Tab,V,A"``.
         data: catalog source (``synthetic[:mini|default|large]``, ``m5product:PATH``, ``manifest:PATH``);
             None = the default synthetic catalog.

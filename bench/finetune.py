@@ -50,15 +50,26 @@ class ClassificationHead(nn.Module):
 
 
 class _Classifier(nn.Module):
-    """Backbone + head with a ``forward(batch, generator) -> {"loss": ...}`` for the engine."""
+    """Backbone + head with a ``forward(batch, generator) -> {"loss": ...}`` for the engine.
 
-    def __init__(self, backbone: Adapter, head: ClassificationHead):
+    ``frozen``: the backbone stays in eval mode and runs without gradients (only the head trains)."""
+
+    def __init__(self, backbone: Adapter, head: ClassificationHead, frozen: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.frozen = frozen
+
+    def train(self, mode: bool = True) -> "_Classifier":
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        logits = self.head(self.backbone.classification_features(batch)).float()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            feats = self.backbone.classification_features(batch)
+        logits = self.head(feats).float()
         labels = batch.category
         known = labels >= 0
         if not bool(known.any()):  # a batch of unlabelled rows teaches nothing (and mean() would be NaN)
@@ -82,6 +93,7 @@ def finetune_classifier(
     progress: bool = False,
     holdout_batches: Callable[[], Iterable[Batch]] | None = None,
     patience: int = 1,
+    freeze_backbone: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune a copy of ``model`` with the paper's classification head; score the test rows.
 
@@ -97,11 +109,15 @@ def finetune_classifier(
     With ``holdout_batches`` (a fresh, unshuffled stream of held-out labelled rows per call),
     training stops once held-out accuracy has not improved for ``patience`` epochs, at most
     ``cfg.epochs``; the weights of the best held-out epoch (the earliest among ties) are kept.
+
+    ``freeze_backbone``: only the head trains, on the backbone's features (``finetune=head``).
     """
     if num_classes < 2:
         raise UserError(f"classification needs at least 2 classes, got {num_classes}")
     backbone = copy.deepcopy(model)  # the pretrained model is still needed by the caller
-    backbone.train()
+    backbone.train(not freeze_backbone)
+    if freeze_backbone:
+        backbone.requires_grad_(False)
 
     # The head's input size is whatever classification_features gives: look at the first batch.
     first_iter = iter(train_batches_for_epoch(0))
@@ -113,7 +129,7 @@ def finetune_classifier(
     with torch.no_grad():
         backbone.eval()
         in_dim = int(backbone.classification_features(first.to(device)).shape[-1])
-        backbone.train()
+        backbone.train(not freeze_backbone)
     with torch.random.fork_rng(devices=[]):  # the head's init follows cfg.seed, not the caller's RNG
         torch.manual_seed(derive_seed(cfg.seed, 1024))
         head = ClassificationHead(in_dim, num_classes, hidden=hidden, dropout=dropout).to(device)
@@ -126,7 +142,7 @@ def finetune_classifier(
             return itertools.chain([b], rest)
         return train_batches_for_epoch(epoch)
 
-    clf = _Classifier(backbone, head)
+    clf = _Classifier(backbone, head, frozen=freeze_backbone)
     blr = cfg.lr if backbone_lr is None else backbone_lr
     stopper = _EarlyStop(clf, holdout_batches, num_classes, patience) if holdout_batches is not None else None
     result = train(clf, factory, steps_per_epoch, cfg, progress=progress,

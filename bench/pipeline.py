@@ -119,6 +119,9 @@ def plan_cell(cell: CellSpec, results_dir: Path | None = None) -> Plan:
     frac = pipeline["eval_fraction"]
     if frac is not None and not (isinstance(frac, (int, float)) and 0.0 < float(frac) < 1.0):
         raise UserError(f"eval_fraction must be a number between 0 and 1, got {frac!r}")
+    if pipeline["finetune"] not in (None, "full", "head"):
+        raise UserError(f"finetune must be 'full' (backbone and head) or 'head' (frozen backbone), "
+                        f"got {pipeline['finetune']!r}")
     for key in ("finetune_epochs", "split_seed"):  # settings whose default (None) says nothing of their type
         v = pipeline[key]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or (key == "finetune_epochs" and v < 1)):
@@ -217,7 +220,10 @@ def describe_cache(plan: Plan, *, force: bool = True) -> list[str]:
              f"model overrides {plan.model_overrides or '-'}; train overrides {plan.train_overrides or '-'}; "
              f"pipeline {plan.pipeline}"]
     ctx = Context(plan, say=lambda *_: None, progress=False, force=force)
-    lines += [d.line() for d in dry_run(recipe_for(plan), ctx)]
+    for d in dry_run(recipe_for(plan), ctx):
+        lines.append(d.line())
+        if d.stage == "features" and not plan.entry.load().pretrains:  # say so where the stage would be
+            lines.append("pretrain : none (the model is not pretrained by the benchmark: pretrains = False)")
     if ctx.checked is not None:
         lines += [f"warning  : {w}" for w in ctx.checked.health.warnings]
     return lines

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,12 +47,23 @@ def overrides_key(overrides: dict[str, Any]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
+def model_slug(model: str) -> str:
+    """A model name as a file-name part: registered names are kept; a name with other characters
+    (``hf:/path/to/folder``, ``open_clip:ARCH@TAG``) becomes a readable slug plus a hash of the name."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", model):
+        return model
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", model).strip("-.")
+    if len(slug) > 48:  # a long path: its start (the family) and its end (the folder) stay readable
+        slug = f"{slug[:16]}-{slug[-31:]}"
+    return f"{slug}-{hashlib.sha1(model.encode()).hexdigest()[:8]}"
+
+
 def cell_filename(model: str, modalities_key: str, split: str, preset: str, seed: int,
                   overrides: dict[str, Any] | None = None, data: str | None = None) -> str:
     """``model__mods__split__preset__seedN[__overrides-tag][__data].json``; ``data`` names the
     catalog (a readable slug and the fingerprint's prefix), so cells on two catalogs never collide."""
     tag = overrides_key(overrides or {})
-    return (f"{model}__{modalities_key}__{split}__{preset}__seed{seed}" + (f"__{tag}" if tag else "")
+    return (f"{model_slug(model)}__{modalities_key}__{split}__{preset}__seed{seed}" + (f"__{tag}" if tag else "")
             + (f"__{data}" if data else "") + ".json")
 
 

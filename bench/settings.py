@@ -37,11 +37,13 @@ TRAIN_HINTS = ("batch_size", "lr", "epochs", "warmup_ratio")
 #: ``finetune_max_epochs``, holding out ``finetune_holdout`` of the classification-train rows and
 #: stopping after ``finetune_patience`` epochs without improvement); ``finetune_backbone_lr``
 #: scales the backbone's learning rate in it (relative to the pretraining lr; the new head always
-#: trains at the full lr). ``eval_fraction`` and ``split_seed`` set the hash split into pretraining
-#: and evaluation for catalogs without id lists (``None``: the catalog's own default).
+#: trains at the full lr); ``finetune`` is ``full`` (backbone and head) or ``head`` (the backbone
+#: frozen), ``None``: the model's default (``head`` for frozen encoders, ``full`` for the others).
+#: ``eval_fraction`` and ``split_seed`` set the hash split into pretraining and evaluation for
+#: catalogs without id lists (``None``: the catalog's own default).
 PIPELINE_KEYS: dict[str, Any] = {"pretrain_incomplete": True, "untrained": False,
                                  "finetune_epochs": None, "finetune_max_epochs": 10, "finetune_holdout": 0.1,
-                                 "finetune_patience": 1, "finetune_backbone_lr": 1.0,
+                                 "finetune_patience": 1, "finetune_backbone_lr": 1.0, "finetune": None,
                                  "eval_fraction": None, "split_seed": None}
 #: Fine-tuning epochs of the ``paper`` preset: the released evaluation loads the 10th epoch's weights.
 PAPER_FINETUNE_EPOCHS = 10

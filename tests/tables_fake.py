@@ -46,6 +46,10 @@ def fake_metrics(model: str, modalities: str, split: str, seed: int, overrides: 
     key = _key(model, modalities, split, seed, overrides)
     pre = {m: fake_value(*key, "pre", m) for m in RET + RET_COS}
     pre["cls/accuracy[probe]"] = fake_value(*key, "probe")
+    pre["cls/accuracy[linear_probe]"] = fake_value(*key, "linear_probe")  # the evaluator's name
+    if {"I", "T"} <= set(modalities.split(",")):  # cross-modal retrieval between per-modality vectors
+        for direction in ("T->I", "I->T"):
+            pre[f"xmodal/{direction}/instance/Recall@1[cos]"] = fake_value(*key, "xmodal", direction)
     pre["cluster/NMI"] = fake_value(*key, "nmi")
     pre["cluster/NMI_std"] = 0.01
     pre["cluster/purity"] = fake_value(*key, "purity")

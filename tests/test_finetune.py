@@ -118,3 +118,21 @@ def test_finetune_schedule_by_preset_and_override(tmp_path):
     assert finetune_schedule(paper, rows) == (10, None)
     fixed = plan_cell(CellSpec("bert", ModalitySet.parse("T"), overrides={"finetune_epochs": 1}), tmp_path)
     assert finetune_schedule(fixed, rows) == (1, None)
+
+
+def test_head_only_finetuning_keeps_the_backbone_frozen():
+    """finetune=head: the backbone runs in eval mode without gradients; only the head learns."""
+    model = make_model()
+    seen = []
+    original = type(model).classification_features
+
+    def spy(self, batch):
+        seen.append((torch.is_grad_enabled(), self.training))
+        return original(self, batch)
+
+    model.classification_features = spy.__get__(model)
+    out = finetune_classifier(model, TRAIN, len(TRAIN), TEST, SPEC.num_categories, CFG, freeze_backbone=True)
+    assert seen and not any(grad or training for grad, training in seen)
+    assert out["accuracy"] >= 0.9, out["accuracy"]  # the head alone separates the classes (chance 0.25)
+    full = finetune_classifier(make_model(), TRAIN, len(TRAIN), TEST, SPEC.num_categories, CFG)
+    assert not np.array_equal(out["features"], full["features"])

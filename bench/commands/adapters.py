@@ -22,7 +22,9 @@ def check_adapter(
     try:
         names = model or registry.names()
         for n in names:
-            registry.get(n)
+            if not getattr(registry.get(n).load(), "pretrains", True):
+                raise UserError(f"{n} is a frozen encoder (no pretraining objective to check); "
+                                "`bench run` exercises it end to end")
     except RegistryError as exc:
         raise UserError(str(exc)) from None
     rows = []

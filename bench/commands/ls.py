@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from bench.console import console
+from bench.console import UserError, console
 
 ls_app = typer.Typer(help="List registered models, catalog sources, metric families or modality codes.",
                      no_args_is_help=True)
@@ -13,14 +14,22 @@ ls_app = typer.Typer(help="List registered models, catalog sources, metric famil
 
 @ls_app.command("models")
 def ls_models() -> None:
-    """Every registered model adapter and the modalities it consumes."""
+    """Every registered model adapter and the modalities it consumes, then the frozen encoder
+    families (``PREFIX:ARGUMENT`` names one released model)."""
     from bench import registry
 
     t = Table(title="registered models")
     for col in ("name", "paper name", "consumes", "requires", "adapter", "summary"):
         t.add_column(col)
-    for e in registry.entries():
+    try:
+        entries = registry.entries()
+    except registry.RegistryError as exc:  # a broken plugin is named in one line
+        raise UserError(str(exc)) from None
+    for e in entries:
         t.add_row(e.name, e.paper_name, str(e.consumes), str(e.requires) or "-", e.target, e.summary)
+    for prefix, fam in registry.FAMILIES.items():
+        t.add_row(escape(f"{prefix}:{fam.argument}"), f"{fam.paper_name} (frozen encoder family)", fam.consumes, "-",
+                  fam.target, escape(fam.summary))
     console.print(t)
 
 

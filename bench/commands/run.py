@@ -78,7 +78,8 @@ def pretrain(
     if plan.pipeline["untrained"]:
         raise UserError("untrained=true skips pretraining; nothing to do")
     if not plan.pretrains:
-        raise UserError(f"{plan.entry.paper_name} ({plan.cell.model}) is not pretrained by the benchmark; nothing to do")
+        raise UserError(f"{plan.cell.model} has no pretraining stage (pretrains = False: a frozen encoder, or a model "
+                        "evaluated as built); `bench run` evaluates it")
     console.print(f"[bold]cell[/] {plan.cell.describe()}")
     run_cell(plan, pretrain_only=True)
 

@@ -106,6 +106,11 @@ class Context:
             self._model = self.plan.entry.load()(self.setup.model_cfg, self.store.spec, self.plan.cell.modalities)
         return self._model
 
+    @model.setter
+    def model(self, model: Any) -> None:
+        """A stage that builds the model its own way (a frozen encoder's embed stage) installs it here."""
+        self._model = model
+
 
 class Stage:
     """One step of a run. Subclasses set ``name`` and implement :meth:`key`, :meth:`cached`, :meth:`run`.

@@ -96,7 +96,8 @@ class EvaluateStage(_ScoreStage):
 
 
 class FinetuneStage(_ScoreStage):
-    """The paper's classification head, fine-tuned with the backbone (early stopping on held-out rows)."""
+    """The paper's classification head, fine-tuned with the backbone (early stopping on held-out rows);
+    with ``finetune=head`` (a frozen encoder's default) only the head trains."""
 
     name, timer = "finetune", "finetune"
 
@@ -116,12 +117,16 @@ class FinetuneStage(_ScoreStage):
             return store.batches(rows, mods, tcfg.batch_size, shuffle=True,
                                  seed=epoch_seed(cell.seed, "finetune-batches", epoch), drop_last=True)
 
+        # finetune=head trains only the head on frozen features (the frozen encoders' default)
+        head_only = (plan.pipeline["finetune"] or getattr(ctx.model, "default_finetune", "full")) == "head"
         ft = finetune_classifier(ctx.model, ft_batches, max(1, len(rows) // tcfg.batch_size),
                                  store.batches(s["eval_rows"], mods, 128), num_classes=store.spec.num_categories,
                                  cfg=ft_cfg, backbone_lr=ft_cfg.lr * float(plan.pipeline["finetune_backbone_lr"]),
                                  progress=ctx.progress, patience=int(plan.pipeline["finetune_patience"]),
-                                 holdout_batches=None if holdout is None else lambda: store.batches(holdout, mods, 128))
-        ft["schedule"].update(holdout_rows=0 if holdout is None else len(holdout), train_rows=len(rows))
+                                 holdout_batches=None if holdout is None else lambda: store.batches(holdout, mods, 128),
+                                 freeze_backbone=head_only)
+        ft["schedule"].update(holdout_rows=0 if holdout is None else len(holdout), train_rows=len(rows),
+                              backbone="frozen" if head_only else "fine-tuned")
         s["ft"], s["ft_schedule"] = ft, ft["schedule"]
 
 
