@@ -41,7 +41,7 @@ class FrozenEmbedStage(EmbedStage):
     timer = None  # timed apart: "encode" (raw media through the encoder), "embed" (the standard stage)
 
     def detail(self, ctx: Context) -> str:
-        return "raw media encoded first (cached under $M5BENCH_HOME/encoders)"
+        return "raw media encoded first, cached under $M5BENCH_HOME/encoders"
 
     def run(self, ctx: Context, decision: Decision) -> None:
         with ctx.sw("encode"):
