@@ -79,6 +79,12 @@ class Adapter(nn.Module):
     embed_variant: ClassVar[str] = "default"
     #: one sentence: which tensor :meth:`embed` returns
     retrieval_vector: ClassVar[str] = ""
+    #: whether a run pretrains this model; ``False`` (a frozen encoder) gives a recipe without the
+    #: pretrain stage (:func:`bench.stages.recipe_for`)
+    pretrains: ClassVar[bool] = True
+    #: stages of the run's recipe this model replaces, ``{stage name: bench.stages.Stage subclass}``
+    #: (e.g. ``{"embed": ...}`` for an encoder that reads raw media instead of the feature store)
+    stage_overrides: ClassVar[dict[str, type]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -115,6 +121,10 @@ class Adapter(nn.Module):
     def classification_features(self, batch: Batch) -> torch.Tensor:
         """Input of the paper's fine-tuned classification head; default: the embedding."""
         return self.embed(batch)
+
+    def on_optimizer_step(self) -> None:
+        """Called by the training loop once after every optimizer step (not per micro-batch under
+        ``grad_accum > 1``): the place for a momentum encoder's update or a queue's advance."""
 
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state to log and save beside the weights (e.g. SCALE's learned S)."""

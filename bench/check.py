@@ -20,7 +20,8 @@ Two rules, recorded per metric:
   regression.
 
 The recorded value is the mean over the *check* seeds of the update runs, so a check compares like
-with like (same seeds). All metrics are higher-is-better; a metric that disappears is a failure too;
+with like (same seeds). Which way is worse is the metric family's declared direction
+(:mod:`bench.eval.metrics`); a metric that disappears is a failure too;
 a significant rise passes with a hint to re-record.
 """
 
@@ -36,6 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from bench.eval.bootstrap import Interval, paired_bootstrap, seed_mean
+from bench.eval.metrics import higher_is_better
 from bench.results import write_json_atomic
 from bench.tables import CellSpec
 
@@ -301,21 +303,24 @@ def compare(recorded: Mapping[str, Any], tier: Tier,
             v, tol = float(r["value"]), float(r["tolerance"])
             now = now_vals.get(m)
             iv = _interval(now_pq, rec_pq, m) if r.get("rule") == "paired_bootstrap" else None
-            if now is None:
-                st = "missing"
-            elif iv is not None:
-                st = ("REGRESSION" if iv.high < 0 and iv.diff <= -tier.min_drop
-                      else "improved" if iv.low > 0 and iv.diff >= tier.min_drop else "ok")
-            elif now < v - tol:
-                st = "REGRESSION"
-            elif now > v + tol:
-                st = "improved"
-            else:
-                st = "ok"
+            st = "missing" if now is None else _status(m, v, now, tol, iv, tier.min_drop)
             rows.append(CheckRow(cid, m, v, now, tol, st, iv))
         for m in sorted(set(now_vals) - set(rec)):
             rows.append(CheckRow(cid, m, None, now_vals[m], None, "new"))
     return rows
+
+
+def _status(metric: str, value: float, now: float, tol: float, iv: Interval | None, min_drop: float) -> str:
+    """REGRESSION, improved or ok: by the paired interval where there is one, else by the tolerance
+    band; "worse" is the direction the metric's family declares (lower, for a higher-is-better one)."""
+    d = 1.0 if higher_is_better(metric) else -1.0
+    if iv is not None:
+        low, high = sorted((d * iv.low, d * iv.high))
+        return ("REGRESSION" if high < 0 and d * iv.diff <= -min_drop
+                else "improved" if low > 0 and d * iv.diff >= min_drop else "ok")
+    below, above = now < value - tol, now > value + tol
+    worse, better = (below, above) if d > 0 else (above, below)
+    return "REGRESSION" if worse else "improved" if better else "ok"
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | None:

@@ -608,6 +608,8 @@ def _optimizer_step(run: _Run, params: list[nn.Parameter], n_micro: int) -> floa
     if not getattr(run.opt, "step_was_skipped", False):
         run.sched.step()
     run.opt.zero_grad(set_to_none=True)
+    if run.adapter is not None:  # once per optimizer step, never per micro-batch of the window
+        run.adapter.on_optimizer_step()
     run.updating = False
     return grad_norm
 

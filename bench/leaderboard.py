@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from bench.eval.bootstrap import Interval, paired_bootstrap, seed_mean
+from bench.eval.metrics import higher_is_better
 from bench.results import iter_results
 from bench.tables import (FINETUNE, PRETRAIN, CellSpec, Column, Metric, Row, Section, TableSpec, load_paper,
                           paper_value, resolved_setting, same_source)
@@ -322,14 +323,23 @@ class _Section:
             return None
         return paired_interval(self.values(ri, ci, pi), self.values(rj, ci, pi))
 
+    def sign(self, ci: int, pi: int) -> int:
+        """+1 where a higher value of the column part's metric is better, -1 where lower is
+        (its metric family says which, :mod:`bench.eval.metrics`)."""
+        return 1 if higher_is_better(self.sec.columns[ci].parts[pi].keys[0]) else -1
+
+    def score(self, ri: int, ci: int, pi: int) -> float:
+        """Row ``ri``'s mean on a column part, oriented so that larger is better."""
+        return self.sign(ci, pi) * self.rows[ri].stats[ci][pi].mean  # type: ignore[union-attr]
+
     def contenders(self, ci: int, pi: int) -> tuple[int, int] | None:
-        """(higher, lower) rows whose difference decides a win: the focus row and the best other
+        """(better, worse) rows whose difference decides a win: the focus row and the best other
         row when the section has a focus, else the best row and the runner-up (ties: table order)."""
         have = [ri for ri, d in enumerate(self.rows) if d.stats[ci][pi] is not None]
         if len(have) < 2:
             return None
         def mean(ri: int) -> float:
-            return self.rows[ri].stats[ci][pi].mean  # type: ignore[union-attr]
+            return self.score(ri, ci, pi)
         focus = next((ri for ri in have if self.rows[ri].row.label == self.sec.focus), None)
         if focus is None:
             ranked = sorted(have, key=lambda ri: -mean(ri))
@@ -338,12 +348,14 @@ class _Section:
         return (focus, other) if mean(focus) >= mean(other) else (other, focus)
 
     def winner(self, ci: int, pi: int) -> int | None:
-        """The row bold in a column part: the higher contender, if its interval excludes 0."""
+        """The row bold in a column part: the better contender, if its interval excludes 0."""
         pair = self.contenders(ci, pi)
         if pair is None:
             return None
         iv = self.interval(pair[0], pair[1], ci, pi)
-        return pair[0] if iv is not None and iv.low > 0 else None
+        if iv is None:
+            return None
+        return pair[0] if (iv.low > 0 if self.sign(ci, pi) > 0 else iv.high < 0) else None
 
 
 def _focus_lines(s: _Section) -> list[str]:
@@ -357,7 +369,7 @@ def _focus_lines(s: _Section) -> list[str]:
             if m.per_query is None:
                 continue
             have = [ri for ri, d in enumerate(s.rows) if d.stats[ci][pi] is not None and ri != fi]
-            best = max(have, key=lambda ri: s.rows[ri].stats[ci][pi].mean) if have else None
+            best = max(have, key=lambda ri: s.score(ri, ci, pi)) if have else None
             iv = s.interval(fi, best, ci, pi) if fi is not None and best is not None else None
             if iv is None:
                 out.append(f"- {_part_name(c, pi)}: no interval (a result or its per-query values are missing)")

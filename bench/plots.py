@@ -94,8 +94,16 @@ def _pick_scale_cell(col: Collection, split: str) -> CellSpec | None:
     return max(cands, key=lambda c: (len(c.modalities.split(",")), c.modalities), default=None)
 
 
+def baseline_order() -> tuple[str, ...]:
+    """Which baseline the t-SNE figure shows, first found first: the paper's preference, then any
+    other registered model (so a new model is drawn when it is the only one with embeddings)."""
+    from bench import registry
+
+    return BASELINE_PREFERENCE + tuple(n for n in registry.names() if n not in BASELINE_PREFERENCE and n != "scale")
+
+
 def _pick_baseline_cell(col: Collection, split: str) -> CellSpec | None:
-    for model in BASELINE_PREFERENCE:
+    for model in baseline_order():
         cands = sorted(c for c in col.runs if c.model == model and c.split == split and not c.overrides
                        and _with_embeddings(col, c))
         if cands:

@@ -14,15 +14,10 @@ adapter class named as ``package.module:Class``. Plugins declare ``consumes`` on
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass
 
 from bench.modalities import ModalitySet
-
-
-class RegistryError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
+from bench.registries import Registry, RegistryError, load_target
 
 
 class ModalityNotSupported(ValueError):
@@ -37,6 +32,10 @@ class ModelEntry:
     requires: ModalitySet  # modalities that must be in any request
     paper_name: str
     summary: str
+    #: whether the adapter class pretrains, as far as it is known without importing it: ``False``
+    #: for frozen encoder families and for plugins whose class says so (their class is imported to
+    #: be checked anyway); registered models are imported only when run, so the class has the last word
+    pretrains: bool = True
 
     def check(self, requested: ModalitySet) -> None:
         """Raise :class:`ModalityNotSupported` unless ``requested`` is servable."""
@@ -55,11 +54,10 @@ class ModelEntry:
             )
 
     def load(self) -> type:
-        module, _, cls = self.target.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return load_target(self.target)
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry("model")
 
 
 # --- frozen encoder families (bench/encoders): ``PREFIX:ARGUMENT`` names one released model -------
@@ -107,14 +105,13 @@ def family_entry(prefix: str, argument: str) -> FamilyEntry:
         raise RegistryError(f"model {prefix + ':'!r} needs a model after the prefix: {prefix}:{fam.plain_argument}")
     mods = ModalitySet.parse(fam.consumes)
     return FamilyEntry(name=f"{prefix}:{argument}", target=fam.target, consumes=mods, requires=ModalitySet(),
-                       paper_name=f"{fam.paper_name} {argument}", summary=fam.summary, argument=argument)
+                       paper_name=f"{fam.paper_name} {argument}", summary=fam.summary, argument=argument,
+                       pretrains=False)
 
 
 def register(
     name: str, target: str, consumes: str, requires: str = "", *, paper_name: str, summary: str
 ) -> ModelEntry:
-    if name in _REGISTRY:
-        raise RegistryError(f"model {name!r} is already registered (by {_REGISTRY[name].target})")
     entry = ModelEntry(
         name=name,
         target=target,
@@ -123,8 +120,7 @@ def register(
         paper_name=paper_name,
         summary=summary,
     )
-    _REGISTRY[name] = entry
-    return entry
+    return _REGISTRY.add(name, entry)
 
 
 # --- plugins: the entry-point group ``m5bench.models`` and ``--model package.module:Class`` ---------
@@ -153,9 +149,8 @@ def plugin_entry(name: str, target: str) -> ModelEntry:
     ``paper_name``, ``summary``) as class attributes."""
     from bench.adapter import Adapter
 
-    module, _, cls_name = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module), cls_name)
+        cls = load_target(target)
     except (ImportError, AttributeError, ValueError) as exc:
         raise RegistryError(f"model {name!r}: cannot load {target} ({type(exc).__name__}: {exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
@@ -169,7 +164,8 @@ def plugin_entry(name: str, target: str) -> ModelEntry:
     return ModelEntry(name=name, target=target, consumes=ModalitySet.parse(consumes),
                       requires=ModalitySet.parse(requires) if requires else ModalitySet(),
                       paper_name=getattr(cls, "paper_name", cls.__name__),
-                      summary=getattr(cls, "summary", doc[0] if doc else "plugin adapter"))
+                      summary=getattr(cls, "summary", doc[0] if doc else "plugin adapter"),
+                      pretrains=bool(getattr(cls, "pretrains", True)))
 
 
 def _module_exists(module: str) -> bool:
@@ -182,6 +178,8 @@ def _module_exists(module: str) -> bool:
 
 
 def get(name: str) -> ModelEntry:
+    """The entry of ``name``: a registered model, an installed plugin, one model of a frozen encoder
+    family (``PREFIX:ARGUMENT``) or an adapter class named as ``package.module:Class``."""
     if name in _REGISTRY:
         return _REGISTRY[name]
     plugins = plugin_targets()

@@ -6,7 +6,8 @@ rows of the published numbers in ``leaderboards/paper/<name>.json`` that sit bes
 renderer (:mod:`bench.leaderboard`), ``bench sweep`` (which cells to run) and ``bench check`` all
 read these specs, so a table is never described twice.
 
-All specs are for higher-is-better metrics stored as fractions in [0, 1]; tables print percentages.
+Metrics are stored as fractions in [0, 1] (tables print percentages); which way is better is the
+metric family's declared direction (:mod:`bench.eval.metrics`).
 """
 
 from __future__ import annotations
@@ -270,6 +271,22 @@ BASELINES = (("Imagebased", "image", "I"), ("BERT", "bert", "T"), ("VL-BERT", "v
 
 SPLIT_TITLES = {"subset": "subset", "full": "whole dataset"}
 
+
+def baseline_rows() -> tuple[tuple[str, str, str], ...]:
+    """``(label, model, modalities)`` of the baselines table: the paper's rows in its order, then
+    every other registered model that reads images or titles, on what it needs of I,T (so a new
+    model gets a row without an edit here)."""
+    from bench import registry
+    from bench.modalities import ModalitySet
+
+    known = {model for _label, model, _mods in BASELINES}
+    extra = []
+    for e in registry.entries():
+        mods = ModalitySet(m for m in e.consumes if m.value in ("I", "T") or m in e.requires)
+        if e.name not in known and mods:
+            extra.append((e.paper_name, e.name, str(mods)))
+    return BASELINES + tuple(extra)
+
 _WIDE_NOTE = ("mAP@1 under both scoring rules, the other metrics under cosine; the (paper) columns sit beside the "
               "raw mAP@1 and beside the cosine columns of the others, where they are another rule (reference only). ")
 
@@ -309,7 +326,7 @@ def _baselines() -> TableSpec:
                                            Column("Purity", (PURITY,)))
     sections = tuple(
         Section(split, f"Image + text comparison: {SPLIT_TITLES[split]}", cols,
-                tuple(Row(label, CellSpec.make(model, mods, split), label) for label, model, mods in BASELINES),
+                tuple(Row(label, CellSpec.make(model, mods, split), label) for label, model, mods in baseline_rows()),
                 "mAP@1: coarse-grained retrieval with pre-trained features; models are compared on mAP@1 (cos), "
                 "and mAP@1 (raw) is the released code's rule, beside the paper's numbers. " + RULE_NOTE +
                 " Accuracy: fine-tuned head. NMI, Purity: k-means on pre-trained features (no per-query "
@@ -419,13 +436,17 @@ _CONTROL_DELTAS = (("Accuracy", 0), ("coarse mAP@1 (cos)", 0))
 
 
 def _controls() -> TableSpec:
-    """Each baseline-table model (subset) beside the same architecture without pre-training.
+    """Each baseline-table model (subset) that pre-trains beside the same architecture without pre-training.
 
     One section per model so that the Δ column (untrained minus trained, paired bootstrap over
     queries) compares a model only with its own control.
     """
+    from bench import registry
+
     sections = []
-    for label, model, mods in BASELINES:
+    for label, model, mods in baseline_rows():
+        if not registry.get(model).pretrains:  # nothing to compare an untrained control with
+            continue
         trained = CellSpec.make(model, mods, "subset")
         rows = (Row("pre-trained", trained, None, default_cell=trained, settings=(("untrained", "false"),)),
                 Row("untrained control", CellSpec.make(model, mods, "subset", {"untrained": True}), None,
@@ -506,10 +527,23 @@ def resolved_setting(result: Mapping[str, Any], key: str) -> str | None:
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (_sequential(), _combinations(), _baselines(), _ablations(),
                                                         _simcl(), _controls(), _off_the_shelf())}
+_MODELS_SEEN: list[tuple[str, ...]] = [()]  # the registry's names when the tables were last built
+
+
+def _refresh() -> None:
+    """Rebuild the tables whose rows come from the model registry when a model was registered
+    since (a plugin, a test's throwaway model)."""
+    from bench import registry
+
+    names = tuple(registry.names())
+    if _MODELS_SEEN[0] != names:
+        TABLES["baselines"], TABLES["controls"] = _baselines(), _controls()
+        _MODELS_SEEN[0] = names
 
 
 def get_table(name: str) -> TableSpec:
     """The spec called ``name``; an unknown name raises KeyError naming the known ones."""
+    _refresh()
     try:
         return TABLES[name]
     except KeyError:
@@ -517,11 +551,13 @@ def get_table(name: str) -> TableSpec:
 
 
 def table_names() -> list[str]:
+    _refresh()
     return list(TABLES)
 
 
 def select_tables(names: Iterable[str] | None) -> list[TableSpec]:
     names = list(names or [])
+    _refresh()
     return [get_table(n) for n in names] if names else list(TABLES.values())
 
 

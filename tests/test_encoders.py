@@ -132,6 +132,8 @@ def test_local_paths_and_tags_are_checked_before_work(capsys, wide_console, tmp_
 
 def test_frozen_encoders_have_no_pretraining_to_run_or_check(checkpoints, capsys, wide_console):
     model = f"hf:{checkpoints / 'bert'}"
+    rc, out, err = cli(["run", "--model", model, "--modalities", "T", "--data", "synthetic:mini", "--dry-run"], capsys)
+    assert rc == 0 and "pretrain : none" in out and "raw media encoded first" in out, err
     rc, _, err = cli(["pretrain", "--model", model, "--modalities", "T", "--data", "synthetic:mini"], capsys)
     assert rc == 2 and "frozen encoder" in err
     rc, _, err = cli(["check-adapter", "--model", model], capsys)
@@ -155,6 +157,7 @@ def test_hf_folder_runs_end_to_end(checkpoints, capsys, wide_console, tmp_path):
     assert info["preprocessing"]["Tab"]["text"] == "key: value; key: value"
     assert info["preprocessing"]["T"]["pooling"] == "mean"
     assert res["extra"]["finetune"]["backbone"] == "frozen" and res["extra"]["train"]["pretrained"] is False
+    assert res["counts"]["pretrain_listings"] == 0 and {"encode", "embed"} <= set(res["timings"])
     pre = res["metrics"]["pretrain"]
     assert 0 <= pre["coarse/mAP@1[m5product/cos]"] <= 1 and "cls/accuracy[linear_probe]" in pre and "cluster/NMI" in pre
     assert "xmodal/T->Tab/instance/Recall@1[cos]" in pre and "xmodal/Tab->T/instance/Recall@1[cos]" in pre

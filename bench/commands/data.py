@@ -9,8 +9,11 @@ from typing import Optional
 import typer
 
 from bench.console import console, err_console
+from bench.data.sources import usage as source_usage
 
 data_app = typer.Typer(help="Generate, validate and describe listing catalogs.", no_args_is_help=True)
+
+_SOURCE_HELP = f"{source_usage()}, or a path (see `bench ls sources`)."
 
 #: ``--encoding``, shared by every command that loads a catalog.
 ENCODING = typer.Option(None, "--encoding", metavar="CODEC",
@@ -19,7 +22,9 @@ ENCODING = typer.Option(None, "--encoding", metavar="CODEC",
 
 def _source_for(path_or_source: str) -> str:
     """A source string from either a source (``m5product:...``) or a bare path (dir -> m5product, file -> manifest)."""
-    if path_or_source == "synthetic" or path_or_source.split(":", 1)[0] in ("synthetic", "m5product", "manifest"):
+    from bench.data.sources import SOURCES
+
+    if path_or_source == "synthetic" or path_or_source.split(":", 1)[0] in SOURCES:
         return path_or_source
     from bench.data.errors import CatalogError
 
@@ -63,7 +68,7 @@ def synth(
 @data_app.command("validate")
 def validate(
     path: str = typer.Argument(..., help="A catalog: a release directory, a manifest file, or a source string "
-                                         "(m5product:PATH, manifest:PATH, synthetic[:SIZE])."),
+                                         f"({source_usage()})."),
     list_reason: Optional[str] = typer.Option(None, "--list", metavar="REASON",
                                               help="Print the ids of the listings with this problem, one per line."),
     encoding: Optional[str] = ENCODING,
@@ -124,7 +129,7 @@ def _print_ids(skips: Counter, ids: dict[str, list[str]], reason: str) -> None:
 
 @data_app.command("stats")
 def stats(
-    source: str = typer.Argument("synthetic", help="synthetic[:SIZE[:SEED]], m5product:PATH, manifest:PATH, or a path."),
+    source: str = typer.Argument("synthetic", help=_SOURCE_HELP),
     encoding: Optional[str] = ENCODING,
 ) -> None:
     """Listings, categories, products, super-categories, modality presence, split sizes and skip counts."""
@@ -141,7 +146,7 @@ def stats(
 
 @data_app.command("protocol")
 def protocol(
-    source: str = typer.Argument(..., help="synthetic[:SIZE[:SEED]], m5product:PATH, manifest:PATH, or a path."),
+    source: str = typer.Argument(..., help=_SOURCE_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write (one row per listing)."),
     split: str = typer.Option("full", "--split", help="The pretraining split whose cells' sets to write "
                               "(subset or full; they differ only where a release gives the subset its own test set)."),

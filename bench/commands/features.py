@@ -9,11 +9,12 @@ import typer
 
 from bench.commands.data import ENCODING
 from bench.console import UserError, console, err_console
+from bench.data.sources import usage as source_usage
 
 features_app = typer.Typer(help="Build and inspect feature stores (token ids, region/frame/audio features).",
                            no_args_is_help=True)
 
-_SOURCE_HELP = "A catalog source: synthetic[:SIZE[:SEED]], m5product:PATH or manifest:PATH."
+_SOURCE_HELP = f"A catalog source: {source_usage()} (see `bench ls sources`)."
 
 
 def _config(tokenizer: Optional[Path], image_backbone: str, image_weights: Optional[Path], audio_features: str,

@@ -1,4 +1,4 @@
-"""``bench ls models`` and ``bench ls modalities``."""
+"""``bench ls models | sources | metrics | modalities``: what the registries hold."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from rich.table import Table
 
 from bench.console import UserError, console
 
-ls_app = typer.Typer(help="List registered models or modality codes.", no_args_is_help=True)
+ls_app = typer.Typer(help="List registered models, catalog sources, metric families or modality codes.",
+                     no_args_is_help=True)
 
 
 @ls_app.command("models")
@@ -29,6 +30,46 @@ def ls_models() -> None:
     for prefix, fam in registry.FAMILIES.items():
         t.add_row(escape(f"{prefix}:{fam.argument}"), f"{fam.paper_name} (frozen encoder family)", fam.consumes, "-",
                   fam.target, escape(fam.summary))
+    console.print(t)
+
+
+@ls_app.command("sources")
+def ls_sources() -> None:
+    """Every registered kind of catalog source (``--data KIND:ARG``)."""
+    from bench.data.sources import SOURCES
+
+    t = Table(title="catalog sources")
+    for col in ("name", "spelling", "reader", "summary"):
+        t.add_column(col)
+    for e in SOURCES.values():
+        t.add_row(e.name, e.usage, e.target, e.summary)
+    console.print(t)
+
+
+@ls_app.command("metrics")
+def ls_metrics() -> None:
+    """Every registered metric family: which names it owns, its direction and its definition."""
+    from bench.eval.metrics import FAMILIES
+
+    t = Table(title="metric families")
+    for col in ("name", "names (pattern)", "better", "computed by", "definition"):
+        t.add_column(col)
+    for f in FAMILIES.values():
+        better = {True: "higher", False: "lower", None: "- (diagnostic)"}[f.higher_is_better]
+        t.add_row(f.name, f.pattern, better, f.target or "its task", f.definition)
+    console.print(t)
+
+
+@ls_app.command("tasks")
+def ls_tasks() -> None:
+    """Every registered evaluation task (``bench.eval.suite.evaluate(..., tasks=...)``)."""
+    from bench.eval.tasks import TASKS
+
+    t = Table(title="evaluation tasks")
+    for col in ("name", "function", "summary"):
+        t.add_column(col)
+    for e in TASKS.values():
+        t.add_row(e.name, e.target, e.summary)
     console.print(t)
 
 

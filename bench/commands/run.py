@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from bench.console import UserError, console
+from bench.data.sources import usage as source_usage
 
 
 def _plan(model: str, modalities: str, data: Optional[str], split: str, preset: str, seed: int,
@@ -22,7 +23,7 @@ def _plan(model: str, modalities: str, data: Optional[str], split: str, preset: 
 # the options `bench run` and `bench pretrain` share (same cell, same checkpoint)
 _MODEL = typer.Option(..., "--model", "-m", help="registered model name (see `bench ls models`)")
 _MODALITIES = typer.Option(..., "--modalities", help="comma-separated codes, e.g. I,T,Tab,V,A")
-_DATA = typer.Option(None, "--data", help="catalog: synthetic[:mini|default|large], m5product:PATH, manifest:PATH")
+_DATA = typer.Option(None, "--data", help=f"catalog: {source_usage()} (see `bench ls sources`)")
 _SPLIT = typer.Option("full", "--split", help="pretraining split: subset or full")
 _PRESET = typer.Option("tiny", "--preset", help="model size preset: tiny (CPU) or paper")
 _SEED = typer.Option(0, "--seed", help="seeds everything (model init, batch order, training, evaluation); same as --set seed=N")
@@ -50,7 +51,7 @@ def run(
     plan = _plan(model, modalities, data, split, preset, seed, sets, encoding, results)
     console.print(f"[bold]cell[/] {plan.cell.describe()}")
     if dry_run:
-        for line in describe_cache(plan):
+        for line in describe_cache(plan, force=force):
             console.print("  " + line)
         return
     run_cell(plan, force=force)
@@ -76,8 +77,9 @@ def pretrain(
     plan = _plan(model, modalities, data, split, preset, seed, sets, encoding)
     if plan.pipeline["untrained"]:
         raise UserError("untrained=true skips pretraining; nothing to do")
-    if not getattr(plan.entry.load(), "pretrains", True):
-        raise UserError(f"{model} is a frozen encoder: it has no pretraining stage; `bench run` evaluates it")
+    if not plan.pretrains:
+        raise UserError(f"{plan.cell.model} has no pretraining stage (pretrains = False: a frozen encoder, or a model "
+                        "evaluated as built); `bench run` evaluates it")
     console.print(f"[bold]cell[/] {plan.cell.describe()}")
     run_cell(plan, pretrain_only=True)
 

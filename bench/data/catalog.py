@@ -7,7 +7,8 @@ Sources:
   into ``$M5BENCH_HOME/catalogs/synthetic-SIZE-seedN-vV/``;
 * ``"m5product:PATH"``: the official M5Product release layout (meta_info records and/or the
   SCALE code's id_info JSON, media by item id, split id lists, fine-grained GT, precomputed features);
-* ``"manifest:PATH"``: a CSV / TSV / JSONL / JSON / Parquet table of listings.
+* ``"manifest:PATH"``: a CSV / TSV / JSONL / JSON / Parquet table of listings;
+* any other kind registered in :mod:`bench.data.sources`.
 
 Loading validates every media file (cached), applies the schema's split rules, fingerprints the
 content and prints a summary with the per-reason counts of listing-level problems.
@@ -187,16 +188,10 @@ class Catalog:
 
 
 def parse_source(source: str | None) -> tuple[str, str]:
-    """``(kind, argument)`` of a source string; kind is synthetic, m5product or manifest."""
-    if source is None or source == "synthetic":
-        return "synthetic", "default"
-    kind, sep, arg = source.partition(":")
-    if kind == "synthetic":
-        return kind, arg or "default"
-    if kind in ("m5product", "manifest") and sep and arg:
-        return kind, arg
-    raise CatalogError(f"unknown catalog source {source!r}: use synthetic[:mini|default|large[:SEED]], "
-                       "m5product:PATH or manifest:PATH")
+    """``(kind, argument)`` of a source string; kind is a registered source (:mod:`bench.data.sources`)."""
+    from bench.data.sources import parse_source as parse
+
+    return parse(source)
 
 
 def synthetic_dir(size: str, seed: int) -> Path:
@@ -434,7 +429,8 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
     in ``catalog.problem_ids``); a broken whole file, or a source with no usable listing, raises
     :class:`~bench.data.errors.CatalogError` (:class:`~bench.data.errors.EmptyCatalogError` for the latter).
     """
-    from bench.data.loaders import check_encoding, read_m5product, read_manifest, release_folder_of
+    from bench.data import sources
+    from bench.data.loaders import check_encoding
 
     kind, arg = parse_source(source)
     if eval_fraction is not None and not 0.0 < float(eval_fraction) < 1.0:
@@ -442,36 +438,10 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
     if encoding is not None:
         encoding = check_encoding(encoding)
     skips = Problems()
-    if kind == "synthetic":
-        size, _, seed_s = arg.partition(":")
-        try:
-            seed = int(seed_s) if seed_s else 0
-        except ValueError:
-            raise CatalogError(f"synthetic seed must be an integer, got {seed_s!r}") from None
-        root = ensure_synthetic(size, seed, progress=progress)
-        recs, src_info = read_m5product(root, skips, encoding)
-        name = f"synthetic:{size}" + (f":{seed}" if seed else "")
-        sseed = seed if split_seed is None else split_seed
-        if eval_fraction is not None or split_seed is not None:
-            # The generator's id lists are its hash draw at its own fraction and seed; asked for
-            # another split, draw it by the same rule instead of keeping the written lists.
-            src_info["split_lists"] = {}
-    elif kind == "m5product":
-        root = Path(arg).expanduser().resolve()
-        recs, src_info = read_m5product(root, skips, encoding)
-        name = f"m5product:{root}"
-        sseed = 0 if split_seed is None else split_seed
-    else:
-        path = Path(arg).expanduser().resolve()
-        folder = release_folder_of(path) if path.is_file() else None
-        if folder is not None:
-            # A release's meta_info.json read as a manifest loses its caption/tabular fields.
-            raise CatalogError(f"{path.name} is a file of an M5Product release, not a manifest; "
-                               f"pass its folder instead: m5product:{folder}", path=path)
-        recs, src_info = read_manifest(path, skips, encoding)
-        root = path.parent
-        name = f"manifest:{path}"
-        sseed = 0 if split_seed is None else split_seed
+    opts = sources.ReadOptions(encoding=encoding, split_seed=split_seed, progress=progress,
+                               resplit=eval_fraction is not None or split_seed is not None)
+    read = sources.get(kind).read(arg, skips, opts)
+    recs, src_info, name, root, sseed = read.records, read.info, read.name, read.root, read.split_seed
     gi = src_info.get("generator_info") or {}
     if isinstance(gi.get("split"), dict) and "eval_fraction" in gi["split"]:
         src_info["eval_fraction"] = gi["split"]["eval_fraction"]

@@ -32,6 +32,7 @@ from torch import nn
 
 from bench.adapter import Adapter, AdapterConfig
 from bench.console import UserError
+from bench.encoders.run import FrozenEmbedStage
 from bench.features.batch import Batch, UnlabeledBatch
 from bench.modalities import Modality
 
@@ -139,6 +140,8 @@ class FrozenEncoder(Adapter):
     config_cls = FrozenConfig
     #: no pretraining stage: the released weights are evaluated as they are
     pretrains: ClassVar[bool] = False
+    #: the embed stage encodes the raw media first (bench.encoders.run)
+    stage_overrides: ClassVar[dict[str, type]] = {"embed": FrozenEmbedStage}
     #: the fine-tuned classification stage trains only the head unless ``--set finetune=full``
     default_finetune: ClassVar[str] = "head"
     retrieval_vector = "the sum of the L2-normalised per-modality vectors of the frozen encoder"

@@ -1,20 +1,18 @@
-"""The run of a frozen encoder: no pretraining; embed raw media, then score as every model.
-
-:func:`score_frozen` returns exactly what the pipeline's score stage returns, so the result file,
-embeddings and per-query values are written by the same code; :func:`run_frozen` is the whole run
-after the catalog and feature stages (the pipeline dispatches to it for ``pretrains = False``).
+"""The run of a frozen encoder: the standard recipe without the pretrain stage (``pretrains = False``)
+and with :class:`FrozenEmbedStage` as its embed stage, which first builds the encoder on the catalog's
+raw media (:func:`build_frozen`) and then embeds as every model does; the standard evaluate,
+fine-tune and result stages write the result, embeddings and per-query values.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from bench.encoders.cache import encode_catalog
-
+from bench.stages.base import Context, Decision
+from bench.stages.score import EmbedStage
 
 #: What a frozen encoder's result records in place of a pretraining log.
 NO_PRETRAIN = {"pretrained": False, "reason": "frozen encoder: released weights, no pretraining stage"}
@@ -23,6 +21,8 @@ NO_PRETRAIN = {"pretrained": False, "reason": "frozen encoder: released weights,
 def build_frozen(plan: Any, catalog: Any, store: Any, setup: Any, fcfg: Any, *, progress: bool = False,
                  say: Callable[[Any], None] = lambda *_: None) -> Any:
     """The encoder of ``plan`` with its weights, its vectors of every catalog row installed."""
+    from bench.encoders.cache import encode_catalog  # imports this package's base, which names this module
+
     mods = plan.cell.modalities
     torch.manual_seed(plan.cell.seed)  # random-weight models (no checkpoint) follow the seed
     model = plan.entry.load()(setup.model_cfg, store.spec, mods)
@@ -33,36 +33,21 @@ def build_frozen(plan: Any, catalog: Any, store: Any, setup: Any, fcfg: Any, *, 
     return model
 
 
-def score_frozen(plan: Any, catalog: Any, store: Any, setup: Any, fcfg: Any, sw: Any, *, progress: bool = False,
-                 say: Callable[[Any], None] = lambda *_: None) -> tuple[Any, dict[str, Any]]:
-    """(model, scored): ``scored`` is the structure of ``bench.pipeline._score`` (metrics before and
-    after the fine-tuned head, embedding variants, rows), computed by that same function."""
-    from bench.pipeline import _score
+class FrozenEmbedStage(EmbedStage):
+    """Encode the raw media once (cached under ``$M5BENCH_HOME/encoders``), install the vectors in
+    the run's model, then the standard embed stage. The result records no pretraining pool and
+    :data:`NO_PRETRAIN` as its pretraining log."""
 
-    with sw("encode"):
-        model = build_frozen(plan, catalog, store, setup, fcfg, progress=progress, say=say)
-    return model, _score(plan, catalog, store, model, setup.train_cfg, sw, progress)
+    timer = None  # timed apart: "encode" (raw media through the encoder), "embed" (the standard stage)
 
+    def detail(self, ctx: Context) -> str:
+        return "raw media encoded first, cached under $M5BENCH_HOME/encoders"
 
-def run_frozen(plan: Any, catalog: Any, store: Any, fcfg: Any, setup: Any, checked: Any, sw: Any, t_start: float, *,
-               progress: bool = False, say: Callable[[Any], None] = print) -> dict[str, Any]:
-    """Score a frozen encoder and write its result, embeddings and per-query values. Returns the result."""
-    from bench import pipeline as pl
-    from bench.summary import headline_table
-
-    model, scored = score_frozen(plan, catalog, store, setup, fcfg, sw, progress=progress, say=say)
-    sw.timings["total"] = round(time.perf_counter() - t_start, 3)
-    result = pl._result(plan, catalog, store, fcfg, setup, checked, np.zeros(0, dtype=np.int64), scored, model,
-                        dict(NO_PRETRAIN), sw)
-    path = pl._write_result(checked.result_path, result)
-    pl._save_embeddings(path.with_suffix(".embeddings.npz"), scored["variants"], plan.cell.modalities, catalog,
-                        scored["eval_rows"], scored["cat_ids"], scored["prod_ids"])
-    pl._save_per_query(path.with_suffix(".per_query.npz"), scored, catalog)
-    say(headline_table(result))
-    for w in result.get("warnings", []):
-        say(f"[yellow]warning[/] {w}")
-    say(f"[bold green]result[/] {path}")
-    return result
-
-
-
+    def run(self, ctx: Context, decision: Decision) -> None:
+        with ctx.sw("encode"):
+            ctx.model = build_frozen(ctx.plan, ctx.catalog, ctx.store, ctx.setup, ctx.fcfg, progress=ctx.progress,
+                                     say=ctx.say)
+        ctx.rows = np.zeros(0, dtype=np.int64)  # nothing was pretrained on
+        ctx.train_info = dict(NO_PRETRAIN)
+        with ctx.sw("embed"):
+            super().run(ctx, decision)

@@ -30,26 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.eval import metrics as metric_families
 from bench.eval.knn import GallerySearcher, choose_chunk_size
 from bench.eval.knn_choice import auto_choice
 from bench.eval.labels import as_label_array, remap_labels
+from bench.eval.retrieval_families import RankedBlock
 
 SCALE = "fraction"
 
-DEFINITIONS: dict[str, str] = {
-    "m5product": (
-        "official M5Product/SCALE evaluate_unit_v2.py: list = top max_topk of the gallery incl. the query, "
-        "query removed; P includes the query; k'=min(K,|P|,|list|); Prec@K=hits@k'/k'; "
-        "mAP@K=(1/hits@k') sum_{hit i<=k'} hits@i/i (0 if no hit); mean over all queries (lone queries score 0)"
-    ),
-    "pml": (
-        "pytorch-metric-learning AccuracyCalculator: mAP@R = (1/R) sum_{hit i<=R} hits@i/i, "
-        "R-precision = hits@R/R, R = positives excluding the query; lone queries excluded"
-    ),
-    "min_k_r": "AP@K = (1/min(K,R)) sum_{hit i<=K} hits@i/i (classic IR AP@k); lone queries excluded",
-    "std": "Prec@K = hits@K/K; lone queries excluded",
-    "Recall@K": "fraction of queries with at least one positive in the top K; lone queries excluded",
-}
+#: The definition text of each built-in retrieval family (the registry, :mod:`bench.eval.metrics`, holds them).
+DEFINITIONS: dict[str, str] = {f.name: f.definition for f in metric_families.retrieval_families()}
 
 
 def _to_float_tensor(x: Any, name: str) -> torch.Tensor:
@@ -96,7 +86,9 @@ def retrieval_metrics(
     per_query: bool = False,
     positive_counts: Mapping[str, Any] | None = None,
 ) -> RetrievalResult:
-    """Score query embeddings against a gallery under every definition in :data:`DEFINITIONS`.
+    """Score query embeddings against a gallery under every registered retrieval metric family
+    (:func:`bench.eval.metrics.retrieval_families`; the built-ins are :data:`DEFINITIONS`): one kNN
+    pass ranks each query once, and each family's function reads the same ranked lists.
 
     Args:
         query: (Q, d) numpy or torch float embeddings.
@@ -109,10 +101,10 @@ def retrieval_metrics(
         ks: cut-offs K.
         max_topk: length of the official script's ranked list before the query is removed.
         normalize: L2-normalise both sides (cosine) instead of the raw dot product.
-        backend: kNN search: ``"auto"`` (select or faiss, whichever a cached timing found faster on
-            this machine), ``"select"``, ``"torch"`` or ``"faiss"``; all apply the tie rule to exact
-            ties, select and torch give identical lists, faiss may differ on last-bit near-ties
-            (:mod:`bench.eval.knn`). The resolved name and how it was chosen are recorded in the
+        backend: kNN search: ``"auto"`` (select, bf16 or faiss, whichever a cached timing found
+            fastest on this machine), ``"select"``, ``"bf16"``, ``"torch"`` or ``"faiss"``; all apply
+            the tie rule to exact ties, select and torch give identical lists, bf16 and faiss may
+            differ on last-bit near-ties (:mod:`bench.eval.knn`). The resolved name and how it was chosen are recorded in the
             definitions.
         mem_budget_bytes: bound on the chunk x gallery score block.
         per_query: also return per-query values (NaN where a query is not scored).
@@ -188,19 +180,13 @@ def retrieval_metrics(
     need = np.minimum(need, np.maximum(n_avail, 1))
 
     width = base_k  # padded list width: cut-offs beyond the gallery size read the last cumulative value
+    families = metric_families.retrieval_families()
+    names = [n for f in families for n in f.names()] + [n for k in ks for f in families for n in f.names(k)]
     vals: dict[str, np.ndarray] = {}
-
-    def slot(key: str) -> np.ndarray:
-        if key not in vals:
-            vals[key] = np.full(n_q, np.nan)
-        return vals[key]
-
     for s in sets:  # every key exists even when a set has no scored query (its mean is then NaN)
-        for key in [f"{s['name']}/{m}" for m in _metric_names(ks)]:
-            slot(key)
-
-    m5_lists_short = {s["name"]: 0 for s in sets}
-    m5_empty = {s["name"]: 0 for s in sets}
+        for key in [f"{s['name']}/{m}" for m in names]:
+            vals[key] = np.full(n_q, np.nan)
+    tallies = {s["name"]: {t: 0 for f in families for t in f.tallies} for s in sets}
 
     order = np.flatnonzero(active)
     order = order[np.argsort(need[order], kind="stable")]  # chunks of similar K keep topk cheap
@@ -209,70 +195,23 @@ def retrieval_metrics(
     backend = searcher.backend
     chunk = choose_chunk_size(n_g, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
                               score_block=searcher.needs_score_block)
-    ranks = None
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
-        k_chunk = int(need[rows].max())
-        nb = searcher.search(q[torch.from_numpy(rows)], k_chunk, torch.from_numpy(qgi[rows]))
-        idx, score = nb.index, nb.score
-        valid = idx >= 0
-        kk = idx.shape[1]
-        w = max(width, kk)
-        ranks = torch.arange(1, w + 1, dtype=torch.float64)
-
-        # official list length: top max_topk incl. the query, minus the query if it made the cut
-        s_self = nb.self_score.unsqueeze(1)
-        t = min(max_topk, kk)
-        self_idx = torch.from_numpy(qgi[rows]).unsqueeze(1)
-        before = ((score[:, :t] > s_self) | ((score[:, :t] == s_self) & (idx[:, :t] < self_idx))) & valid[:, :t]
-        self_in_top = torch.from_numpy(has_self[rows]) & (before.sum(dim=1) < max_topk)
-        list_len = torch.where(self_in_top, max_topk - 1, max_topk)
-        list_len = torch.minimum(list_len, torch.from_numpy(n_avail[rows]))
-
+        nb = searcher.search(q[torch.from_numpy(rows)], int(need[rows].max()), torch.from_numpy(qgi[rows]))
+        list_len = _official_list_length(nb, qgi[rows], has_self[rows], n_avail[rows], max_topk)
         for s in sets:
-            name = s["name"]
             in_set = s["mask"][rows]
             if not in_set.any():
                 continue
-            sel = torch.from_numpy(np.flatnonzero(in_set))
             rows_s = rows[in_set]
-            qi = s["q"][torch.from_numpy(rows_s)]
-            rel = (s["g"][idx[sel].clamp(min=0)] == qi.unsqueeze(1)) & valid[sel]
-            if w > kk:
-                rel = torch.cat([rel, torch.zeros(len(sel), w - kk, dtype=torch.bool)], dim=1)
-            hits = rel.cumsum(dim=1).to(torch.float64)
-            sap = (hits / ranks * rel).cumsum(dim=1)  # S@i
-            r = torch.from_numpy(s["R"][rows_s])
-            pos = r > 0
-            rf = r.to(torch.float64)
-            for k in ks:
-                hk, sk = hits[:, k - 1], sap[:, k - 1]
-                slot(f"{name}/Recall@{k}")[rows_s] = torch.where(pos, (hk > 0).double(), torch.nan).numpy()
-                slot(f"{name}/Prec@{k}[std]")[rows_s] = torch.where(pos, hk / k, torch.nan).numpy()
-                denom = torch.clamp(torch.minimum(rf, torch.tensor(float(k))), min=1.0)
-                slot(f"{name}/mAP@{k}[min_k_r]")[rows_s] = torch.where(pos, sk / denom, torch.nan).numpy()
-            at_r = torch.clamp(r - 1, min=0).unsqueeze(1)
-            h_r = hits.gather(1, at_r).squeeze(1)
-            s_r = sap.gather(1, at_r).squeeze(1)
-            rr = torch.clamp(rf, min=1.0)
-            slot(f"{name}/mAP@R[pml]")[rows_s] = torch.where(pos, s_r / rr, torch.nan).numpy()
-            slot(f"{name}/R-precision[pml]")[rows_s] = torch.where(pos, h_r / rr, torch.nan).numpy()
+            block = _ranked_block(nb, s, rows_s, torch.from_numpy(np.flatnonzero(in_set)), list_len, width, max_topk)
 
-            p_size = torch.from_numpy(s["P"][rows_s])
-            ll = list_len[sel]
-            m5_lists_short[name] += int((ll < max_topk).sum())
-            for k in ks:
-                kp = torch.minimum(torch.minimum(p_size, ll), torch.tensor(k))
-                ok = kp > 0
-                at = torch.clamp(kp - 1, min=0).unsqueeze(1)
-                hk = hits.gather(1, at).squeeze(1)
-                sk = sap.gather(1, at).squeeze(1)
-                prec = torch.where(ok, hk / torch.clamp(kp, min=1).double(), 0.0)
-                ap = torch.where(ok & (hk > 0), sk / torch.clamp(hk, min=1.0), 0.0)
-                slot(f"{name}/mAP@{k}[m5product]")[rows_s] = ap.numpy()
-                slot(f"{name}/Prec@{k}[m5product]")[rows_s] = prec.numpy()
-                if k == ks[0]:
-                    m5_empty[name] += int((~ok).sum())
+            def put(metric: str, values: np.ndarray, name: str = s["name"], rows_s: np.ndarray = rows_s) -> None:
+                vals.setdefault(f"{name}/{metric}", np.full(n_q, np.nan))[rows_s] = values
+
+            for fam in families:
+                for t, n in fam.compute()(block, ks, put).items():
+                    tallies[s["name"]][t] += n
 
     metrics: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -282,14 +221,13 @@ def retrieval_metrics(
         counts[f"{name}/queries"] = int(mask.sum())
         counts[f"{name}/lone_queries"] = int(lone.sum())
         counts[f"{name}/scored_queries"] = int((mask & ~lone).sum())
-        counts[f"{name}/m5product_short_lists"] = m5_lists_short[name]
-        counts[f"{name}/m5product_empty_lists"] = m5_empty[name]
+        counts.update({f"{name}/{t}": n for t, n in tallies[name].items()})
         keys = sorted(k for k in vals if k.startswith(name + "/"))
         for key in _ordered(keys, ks):
             v = vals[key][mask]
             v = v[~np.isnan(v)]
             metrics[key] = float(v.mean()) if len(v) else float("nan")
-    definitions: dict[str, Any] = dict(DEFINITIONS)
+    definitions: dict[str, Any] = {f.name: f.definition for f in families}
     definitions["_settings"] = {
         "scale": SCALE,
         "similarity": "cosine (L2-normalised dot product)" if normalize else "raw dot product",
@@ -306,11 +244,35 @@ def retrieval_metrics(
     return RetrievalResult(metrics=metrics, counts=counts, definitions=definitions, per_query=per)
 
 
-def _metric_names(ks: Sequence[int]) -> list[str]:
-    names = ["mAP@R[pml]", "R-precision[pml]"]
-    for k in ks:
-        names += [f"mAP@{k}[m5product]", f"Prec@{k}[m5product]", f"Recall@{k}", f"Prec@{k}[std]", f"mAP@{k}[min_k_r]"]
-    return names
+def _official_list_length(nb: Any, qgi: np.ndarray, has_self: np.ndarray, n_avail: np.ndarray,
+                          max_topk: int) -> torch.Tensor:
+    """The official script's list length: top ``max_topk`` incl. the query, minus the query if it made the cut."""
+    idx, score = nb.index, nb.score
+    valid = idx >= 0
+    t = min(max_topk, idx.shape[1])
+    s_self = nb.self_score.unsqueeze(1)
+    self_idx = torch.from_numpy(qgi).unsqueeze(1)
+    before = ((score[:, :t] > s_self) | ((score[:, :t] == s_self) & (idx[:, :t] < self_idx))) & valid[:, :t]
+    self_in_top = torch.from_numpy(has_self) & (before.sum(dim=1) < max_topk)
+    list_len = torch.where(self_in_top, max_topk - 1, max_topk)
+    return torch.minimum(list_len, torch.from_numpy(n_avail))
+
+
+def _ranked_block(nb: Any, s: dict[str, Any], rows_s: np.ndarray, sel: torch.Tensor, list_len: torch.Tensor,
+                  width: int, max_topk: int) -> RankedBlock:
+    """The ranked lists of label set ``s`` for the chunk's queries ``rows_s`` (chunk positions ``sel``)."""
+    idx, valid = nb.index, nb.index >= 0
+    kk = idx.shape[1]
+    w = max(width, kk)
+    qi = s["q"][torch.from_numpy(rows_s)]
+    rel = (s["g"][idx[sel].clamp(min=0)] == qi.unsqueeze(1)) & valid[sel]
+    if w > kk:
+        rel = torch.cat([rel, torch.zeros(len(sel), w - kk, dtype=torch.bool)], dim=1)
+    hits = rel.cumsum(dim=1).to(torch.float64)
+    ranks = torch.arange(1, w + 1, dtype=torch.float64)
+    sap = (hits / ranks * rel).cumsum(dim=1)  # S@i
+    return RankedBlock(rel, hits, sap, torch.from_numpy(s["R"][rows_s]), torch.from_numpy(s["P"][rows_s]),
+                       list_len[sel], max_topk)
 
 
 def _ordered(keys: list[str], ks: Sequence[int]) -> list[str]:

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from bench.eval import by_task, classification, clustering, retrieval, scoring
+from bench.eval import tasks as task_registry
 from bench.eval.knn import resolve_backend
 from bench.eval.labels import as_label_array
 from bench.eval.retrieval import SCALE  # every value is a fraction in [0, 1]
-
+from bench.eval.tasks import TaskInput, TaskOutput
 
 
 def _mask(x: Any, n: int, name: str, default: bool | None = None) -> np.ndarray:
@@ -132,8 +133,10 @@ def evaluate(
         seed: probe seed; k-means seeds default to ``(seed, seed+1, seed+2)``.
         ks, max_topk: retrieval cut-offs and the official list length (see :mod:`bench.eval.retrieval`).
         kmeans_backend: "sklearn" (default, see :mod:`bench.eval.clustering`) or "faiss".
-        knn_backend: "auto" (the faster of select and faiss on this machine, timed once and cached), "select", "faiss" or "torch" (see :mod:`bench.eval.knn`).
-        tasks: any of "retrieval", "classification", "clustering".
+        knn_backend: "auto" (the fastest of select, bf16 and faiss on this machine, timed once and
+            cached), "select", "bf16", "faiss" or "torch" (see :mod:`bench.eval.knn`).
+        tasks: registered evaluation task names (:mod:`bench.eval.tasks`): "retrieval",
+            "classification", "clustering", or any other registered task.
         retrieval_only: shorthand for ``tasks=("retrieval",)`` (e.g. scoring fine-tuned features).
         mem_budget_bytes: bound on the query-chunk x gallery score block.
 
@@ -152,9 +155,7 @@ def evaluate(
         tasks = ("retrieval",)
     if head_predictions is not None and cls_test is None:
         raise ValueError("head_predictions needs cls_test (the rows they were predicted for)")
-    unknown = set(tasks) - {"retrieval", "classification", "clustering"}
-    if unknown:
-        raise ValueError(f"unknown evaluation task(s): {', '.join(sorted(unknown))}")
+    task_registry.check_names(tasks)
     knn_backend = resolve_backend(knn_backend)  # checked before any work; the result names the one used
     x = retrieval._to_float_tensor(embeddings, "embeddings").numpy()
     _check_score_range(x)
@@ -169,113 +170,144 @@ def evaluate(
     ctest = _mask(cls_test, n, "cls_test", default=False) if cls_test is not None else None
     gal = _mask(gallery, n, "gallery", default=None) if gallery is not None else ~ctrain
     kseeds = list(kmeans_seeds) if kmeans_seeds is not None else [seed, seed + 1, seed + 2]
+    by_task_sets = None
+    if task_galleries is not None or positive_counts is not None:
+        tg, pc = task_galleries or {}, positive_counts or {}
+        by_task_sets = (
+            {t: _mask(tg[t], n, f"{t} gallery") if tg.get(t) is not None else gal for t in ("coarse", "fine")},
+            {t: _counts(pc.get(t), n, f"{t} positive_counts") for t in ("coarse", "fine")})
 
-    metrics: dict[str, float] = {}
-    counts: dict[str, int] = {"rows": n, "gallery": int(gal.sum())}
-    definitions: dict[str, Any] = {"scale": SCALE}
+    inp = TaskInput(x, cat, pid, cq, fq, ctrain, ctest, gal, dict(
+        normalize=normalize, cosine_too=cosine_too, ks=ks, max_topk=max_topk, knn_backend=knn_backend,
+        mem_budget_bytes=mem_budget_bytes, per_query=tuple(per_query), seed=seed, kmeans_seeds=kseeds,
+        kmeans_backend=kmeans_backend, train_embeddings=train_embeddings, train_category=train_category,
+        head_predictions=head_predictions, by_task=by_task_sets, protocol=protocol))
+    res = TaskOutput(counts={"rows": n, "gallery": int(gal.sum())}, definitions={"scale": SCALE},
+                     extra={"clustering_per_seed": [], "probe": None})
     timings: dict[str, float] = {}
-    out: dict[str, Any] = {"clustering_per_seed": [], "probe": None}
-
-    if "retrieval" in tasks and (task_galleries is not None or positive_counts is not None):
+    for name in tasks:
         t0 = time.perf_counter()
-        res = by_task.score_tasks(
-            x, {"coarse": cat, "fine": pid}, {"coarse": cq, "fine": fq},
-            {t: _mask((task_galleries or {}).get(t), n, f"{t} gallery", default=None)
-             if (task_galleries or {}).get(t) is not None else gal for t in ("coarse", "fine")},
-            {t: _counts((positive_counts or {}).get(t), n, f"{t} positive_counts") for t in ("coarse", "fine")},
-            normalize=normalize, cosine_too=cosine_too, ks=ks, max_topk=max_topk, backend=knn_backend,
-            mem_budget_bytes=mem_budget_bytes, per_query=per_query)
-        metrics.update(res["metrics"])
-        counts.update(res["counts"])
-        definitions.update(res["definitions"])
-        if res["hubness"]:
-            out["hubness"] = res["hubness"]
-        if per_query and res["per_query"]:
-            out["per_query"] = res["per_query"]
-        if protocol is not None:
-            definitions["retrieval_protocol"] = dict(protocol)
-        timings["retrieval"] = time.perf_counter() - t0
-    elif "retrieval" in tasks:
-        t0 = time.perf_counter()
-        g_rows = np.flatnonzero(gal)
-        q_rows = np.flatnonzero(cq | fq)
-        if len(q_rows) and len(g_rows):
-            pos_in_gallery = np.full(n, -1, dtype=np.int64)
-            pos_in_gallery[g_rows] = np.arange(len(g_rows))
-            rules = [("cos" if normalize else "raw", normalize, lambda k: k)]
-            if cosine_too and not normalize:
-                rules.append(("cos", True, scoring.cos_name))
-            out["hubness"] = {}
-            if per_query:
-                out["per_query"] = {"_query_rows": q_rows.astype(np.int64)}
-            for i, (rule, norm, rename) in enumerate(rules):
-                res = retrieval.retrieval_metrics(
-                    x[q_rows], x[g_rows],
-                    {"coarse": (cat[q_rows], cat[g_rows], cq[q_rows]), "fine": (pid[q_rows], pid[g_rows], fq[q_rows])},
-                    query_gallery_index=pos_in_gallery[q_rows], ks=ks, max_topk=max_topk, normalize=norm,
-                    backend=knn_backend, mem_budget_bytes=mem_budget_bytes, per_query=bool(per_query),
-                )
-                metrics.update({rename(k): v for k, v in res.metrics.items()})
-                if per_query:
-                    out["per_query"].update({rename(k): v.astype(np.float32) for k, v in res.per_query.items()
-                                             if rename(k) in per_query})
-                settings = res.definitions.pop("_settings")
-                if i == 0:
-                    counts.update(res.counts)
-                    definitions.update(res.definitions)
-                    definitions["retrieval_settings"] = settings
-                else:
-                    definitions.update(scoring.cos_definitions(res.definitions))
-                top1 = scoring.top1_neighbours(x[q_rows][cq[q_rows]], x[g_rows], pos_in_gallery[q_rows][cq[q_rows]],
-                                               normalize=norm)
-                out["hubness"][rule] = scoring.hubness(top1)
-        else:
-            counts.update({"coarse/queries": int(cq.sum()), "fine/queries": int(fq.sum())})
-        timings["retrieval"] = time.perf_counter() - t0
-
-    if "classification" in tasks and ctest is not None:
-        t0 = time.perf_counter()
-        tr_x, tr_y = x[ctrain], cat[ctrain]
-        if train_embeddings is not None:
-            extra = retrieval._to_float_tensor(train_embeddings, "train_embeddings").numpy()
-            if train_category is None:
-                raise ValueError("train_embeddings needs train_category")
-            extra_y = as_label_array(train_category, "train_category")
-            if len(extra_y) != len(extra) or extra.shape[1] != x.shape[1]:
-                raise ValueError("train_embeddings / train_category shapes do not match the embeddings")
-            tr_x = np.concatenate([tr_x, extra])
-            tr_y = np.concatenate([tr_y.astype(object), extra_y.astype(object)]) if tr_y.dtype != extra_y.dtype \
-                else np.concatenate([tr_y, extra_y])
-        counts["cls/test_rows"] = int(ctest.sum())
-        counts["cls/train_rows"] = int(len(tr_x))
-        if len(tr_x) and ctest.any():
-            probe = classification.linear_probe(tr_x, tr_y, x[ctest], cat[ctest], seed=seed, normalize=normalize)
-            metrics["cls/accuracy[linear_probe]"] = probe["accuracy"]
-            correct = probe.pop("correct")
-            if "cls/correct[linear_probe]" in per_query:
-                out.setdefault("per_query", {})["cls/correct[linear_probe]"] = correct.astype(np.float32)
-            counts["cls/test_unseen_class"] = probe["test_unseen_class"]
-            out["probe"] = probe
-            definitions["linear_probe"] = dict(probe["protocol"], metric="top-1 accuracy on cls_test rows")
-        if head_predictions is not None:
-            metrics["cls/accuracy[finetuned_head]"] = classification.accuracy_from_predictions(
-                head_predictions, cat[ctest])
-            definitions["finetuned_head"] = "top-1 accuracy of the fine-tuned head's predictions on cls_test rows"
-        timings["classification"] = time.perf_counter() - t0
-
-    if "clustering" in tasks:
-        t0 = time.perf_counter()
-        cl = clustering.clustering_metrics(x[gal], cat[gal], seeds=kseeds, backend=kmeans_backend, normalize=normalize)
-        for key, val in cl["metrics"].items():
-            metrics[f"cluster/{key}"] = val
-        out["clustering_per_seed"] = cl["per_seed"]
-        definitions.update(clustering.DEFINITIONS)
-        definitions["clustering_settings"] = dict(cl["settings"], rows="gallery rows", labels="category")
-        counts["cluster/points"] = cl["settings"]["n_points"]
-        timings["clustering"] = time.perf_counter() - t0
-
-    out.update(metrics=metrics, definitions=definitions, counts=counts, timings_s=timings,
+        if task_registry.TASKS.lookup(name).load()(inp, res) is not False:
+            timings[name] = time.perf_counter() - t0
+    out = res.extra
+    out.update(metrics=res.metrics, definitions=res.definitions, counts=res.counts, timings_s=timings,
                settings={"normalize": normalize, "seed": seed, "ks": list(ks), "max_topk": max_topk,
                          "knn_backend": knn_backend, "kmeans_backend": kmeans_backend, "kmeans_seeds": kseeds,
                          "tasks": list(tasks)})
     return out
+
+
+def retrieval_task(inp: TaskInput, res: TaskOutput) -> bool:
+    """Coarse and fine retrieval under the requested scoring rule, and cosine too (``cosine_too``):
+    one pass over the shared gallery, or each task on its own gallery and positive counts where
+    ``evaluate`` was given them (:mod:`bench.eval.by_task`)."""
+    if inp.options["by_task"] is not None:
+        return _retrieval_by_task(inp, res)
+    x, cat, pid, cq, fq, gal, o = inp.x, inp.category, inp.product, inp.coarse_query, inp.fine_query, inp.gallery, inp.options
+    n, normalize, per_query = len(x), o["normalize"], o["per_query"]
+    metrics, counts, definitions, out = res.metrics, res.counts, res.definitions, res.extra
+    g_rows = np.flatnonzero(gal)
+    q_rows = np.flatnonzero(cq | fq)
+    if not (len(q_rows) and len(g_rows)):
+        counts.update({"coarse/queries": int(cq.sum()), "fine/queries": int(fq.sum())})
+        return True
+    pos_in_gallery = np.full(n, -1, dtype=np.int64)
+    pos_in_gallery[g_rows] = np.arange(len(g_rows))
+    rules = [("cos" if normalize else "raw", normalize, lambda k: k)]
+    if o["cosine_too"] and not normalize:
+        rules.append(("cos", True, scoring.cos_name))
+    out["hubness"] = {}
+    if per_query:
+        out["per_query"] = {"_query_rows": q_rows.astype(np.int64)}
+    for i, (rule, norm, rename) in enumerate(rules):
+        r = retrieval.retrieval_metrics(
+            x[q_rows], x[g_rows],
+            {"coarse": (cat[q_rows], cat[g_rows], cq[q_rows]), "fine": (pid[q_rows], pid[g_rows], fq[q_rows])},
+            query_gallery_index=pos_in_gallery[q_rows], ks=o["ks"], max_topk=o["max_topk"], normalize=norm,
+            backend=o["knn_backend"], mem_budget_bytes=o["mem_budget_bytes"], per_query=bool(per_query),
+        )
+        metrics.update({rename(k): v for k, v in r.metrics.items()})
+        if per_query:
+            out["per_query"].update({rename(k): v.astype(np.float32) for k, v in r.per_query.items()
+                                     if rename(k) in per_query})
+        settings = r.definitions.pop("_settings")
+        if i == 0:
+            counts.update(r.counts)
+            definitions.update(r.definitions)
+            definitions["retrieval_settings"] = settings
+        else:
+            definitions.update(scoring.cos_definitions(r.definitions))
+        top1 = scoring.top1_neighbours(x[q_rows][cq[q_rows]], x[g_rows], pos_in_gallery[q_rows][cq[q_rows]],
+                                       normalize=norm)
+        out["hubness"][rule] = scoring.hubness(top1)
+    return True
+
+
+def _retrieval_by_task(inp: TaskInput, res: TaskOutput) -> bool:
+    """The retrieval task where each task ranks its own query set against its own gallery."""
+    o = inp.options
+    galleries, positives = o["by_task"]
+    r = by_task.score_tasks(
+        inp.x, {"coarse": inp.category, "fine": inp.product}, {"coarse": inp.coarse_query, "fine": inp.fine_query},
+        galleries, positives, normalize=o["normalize"], cosine_too=o["cosine_too"], ks=o["ks"],
+        max_topk=o["max_topk"], backend=o["knn_backend"], mem_budget_bytes=o["mem_budget_bytes"],
+        per_query=o["per_query"])
+    res.metrics.update(r["metrics"])
+    res.counts.update(r["counts"])
+    res.definitions.update(r["definitions"])
+    if r["hubness"]:
+        res.extra["hubness"] = r["hubness"]
+    if o["per_query"] and r["per_query"]:
+        res.extra["per_query"] = r["per_query"]
+    if o["protocol"] is not None:
+        res.definitions["retrieval_protocol"] = dict(o["protocol"])
+    return True
+
+
+def classification_task(inp: TaskInput, res: TaskOutput) -> bool:
+    """Linear probe on the cls_test rows (trained on cls_train rows and ``train_embeddings``), and
+    the fine-tuned head's accuracy from ``head_predictions``."""
+    ctest, o = inp.cls_test, inp.options
+    if ctest is None:
+        return False
+    x, cat, metrics, definitions, out = inp.x, inp.category, res.metrics, res.definitions, res.extra
+    tr_x, tr_y = x[inp.cls_train], cat[inp.cls_train]
+    if o["train_embeddings"] is not None:
+        extra = retrieval._to_float_tensor(o["train_embeddings"], "train_embeddings").numpy()
+        if o["train_category"] is None:
+            raise ValueError("train_embeddings needs train_category")
+        extra_y = as_label_array(o["train_category"], "train_category")
+        if len(extra_y) != len(extra) or extra.shape[1] != x.shape[1]:
+            raise ValueError("train_embeddings / train_category shapes do not match the embeddings")
+        tr_x = np.concatenate([tr_x, extra])
+        tr_y = np.concatenate([tr_y.astype(object), extra_y.astype(object)]) if tr_y.dtype != extra_y.dtype \
+            else np.concatenate([tr_y, extra_y])
+    res.counts["cls/test_rows"] = int(ctest.sum())
+    res.counts["cls/train_rows"] = int(len(tr_x))
+    if len(tr_x) and ctest.any():
+        probe = classification.linear_probe(tr_x, tr_y, x[ctest], cat[ctest], seed=o["seed"], normalize=o["normalize"])
+        metrics["cls/accuracy[linear_probe]"] = probe["accuracy"]
+        correct = probe.pop("correct")
+        if "cls/correct[linear_probe]" in o["per_query"]:
+            out.setdefault("per_query", {})["cls/correct[linear_probe]"] = correct.astype(np.float32)
+        res.counts["cls/test_unseen_class"] = probe["test_unseen_class"]
+        out["probe"] = probe
+        definitions["linear_probe"] = dict(probe["protocol"], metric="top-1 accuracy on cls_test rows")
+    if o["head_predictions"] is not None:
+        metrics["cls/accuracy[finetuned_head]"] = classification.accuracy_from_predictions(o["head_predictions"], cat[ctest])
+        definitions["finetuned_head"] = "top-1 accuracy of the fine-tuned head's predictions on cls_test rows"
+    return True
+
+
+def clustering_task(inp: TaskInput, res: TaskOutput) -> bool:
+    """k-means on the gallery rows (one cluster per category), NMI and purity over seeds."""
+    o, gal = inp.options, inp.gallery
+    cl = clustering.clustering_metrics(inp.x[gal], inp.category[gal], seeds=o["kmeans_seeds"],
+                                       backend=o["kmeans_backend"], normalize=o["normalize"])
+    for key, val in cl["metrics"].items():
+        res.metrics[f"cluster/{key}"] = val
+    res.extra["clustering_per_seed"] = cl["per_seed"]
+    res.definitions.update(clustering.DEFINITIONS)
+    res.definitions["clustering_settings"] = dict(cl["settings"], rows="gallery rows", labels="category")
+    res.counts["cluster/points"] = cl["settings"]["n_points"]
+    return True
