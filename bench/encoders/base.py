@@ -17,6 +17,7 @@ fine-tuned head run through the same code as every other model.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import os
@@ -160,6 +161,20 @@ class FrozenEncoder(Adapter):
     @classmethod
     def resolve(cls, argument: str) -> Weights:
         raise NotImplementedError
+
+    @classmethod
+    def split(cls, argument: str) -> tuple[str, str | None]:
+        """``NAME@WEIGHTS`` -> (NAME, WEIGHTS or None): the architecture and where its weights come from."""
+        name, sep, weights = argument.partition("@")
+        return name, (weights if sep else None)
+
+    @classmethod
+    def check_known(cls, argument: str, name: str, known: Sequence[str], what: str, listing: str) -> None:
+        """Refuse, in one line with the closest match, a ``name`` the library does not know."""
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            raise UserError(f"model {f'{cls.family}:{argument}'!r}: {cls.family} has no {what} {name!r}."
+                            + (f" Did you mean {close[0]!r}?" if close else "") + f" See {listing}")
 
     @classmethod
     def model_name(cls) -> str:

@@ -9,7 +9,6 @@ weights are open_clip's random initialisation, seeded by the run's seed (recorde
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -79,21 +78,12 @@ class OpenClipEncoder(FrozenEncoder):
     family = "open_clip"
 
     @classmethod
-    def split(cls, argument: str) -> tuple[str, str | None]:
-        arch, sep, pre = argument.partition("@")
-        return arch, (pre if sep else None)
-
-    @classmethod
     def resolve(cls, argument: str) -> Weights:
         import open_clip
 
         name = f"open_clip:{argument}"
         arch, pre = cls.split(argument)
-        archs = open_clip.list_models()
-        if arch not in archs:
-            close = difflib.get_close_matches(arch, archs, n=1)
-            raise UserError(f"model {name!r}: open_clip has no architecture {arch!r}."
-                            + (f" Did you mean {close[0]!r}?" if close else "") + " See open_clip.list_models()")
+        cls.check_known(argument, arch, open_clip.list_models(), "architecture", "open_clip.list_models()")
         if pre is None:
             return Weights("random")
         tags = open_clip.list_pretrained_tags_by_model(arch)

@@ -10,7 +10,6 @@ feature stage samples them (``features.video_fps``, ``max_frames``, ``video_min_
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Sequence
 
 import torch
@@ -38,21 +37,12 @@ class TimmEncoder(FrozenEncoder):
     family = "timm"
 
     @classmethod
-    def split(cls, argument: str) -> tuple[str, str | None]:
-        name, sep, file = argument.partition("@")
-        return name, (file if sep else None)
-
-    @classmethod
     def resolve(cls, argument: str) -> Weights:
         import timm
 
         label = f"timm:{argument}"
         name, file = cls.split(argument)
-        names = timm.list_models()
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            raise UserError(f"model {label!r}: timm has no model {name!r}."
-                            + (f" Did you mean {close[0]!r}?" if close else "") + " See timm.list_models()")
+        cls.check_known(argument, name, timm.list_models(), "model", "timm.list_models()")
         if file is None:
             return Weights("random")
         path = local_path(file)
