@@ -41,7 +41,7 @@ from bench.modalities import Modality, ModalitySet
 from bench.nn.coattention import CoAttentionLayer
 from bench.nn.embeddings import RegionEmbedding, TextEmbedding, masked_mean
 from bench.nn.heads import MLMHead, Pooler, RegressionHead
-from bench.nn.itm import ITMHead, sample_itm_pairs, swap_modality
+from bench.nn.itm import ITMHead, itm_title_swap
 from bench.nn.layers import Encoder, padding_attn_mask
 from bench.nn.losses import masked_mse
 
@@ -135,12 +135,7 @@ class ViLBert(BaselineAdapter):
     def pretrain_step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         batch = self.prepare(batch)
         c = self.config
-        if c.itm:
-            pairs = sample_itm_pairs(batch, Modality.T, generator, c.itm_neg_prob)
-            batch = swap_modality(batch, Modality.T, pairs.donor)
-            matched = pairs.label.bool()
-        else:
-            pairs, matched = None, torch.ones_like(batch.present[Modality.T])
+        batch, pairs, matched = itm_title_swap(batch, c.itm, generator, c.itm_neg_prob)
         t_rows = batch.present[Modality.T] & matched
         ids, labels = self.mask_title(batch.title_ids, batch.title_mask, t_rows, generator)
         r = self.regions(batch, generator, mask=True)

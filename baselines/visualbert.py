@@ -30,7 +30,7 @@ from bench.features.batch import Batch, FeatureSpec
 from bench.modalities import Modality, ModalitySet
 from bench.nn.embeddings import TextEmbedding
 from bench.nn.heads import MLMHead, Pooler
-from bench.nn.itm import ITMHead, sample_itm_pairs, swap_modality
+from bench.nn.itm import ITMHead, itm_title_swap
 from bench.nn.layers import Encoder
 from bench.nn.vl_embeddings import VisualBertVisualEmbedding
 
@@ -82,12 +82,7 @@ class VisualBert(BaselineAdapter):
     def pretrain_step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         batch = self.prepare(batch)
         c = self.config
-        if c.itm:
-            pairs = sample_itm_pairs(batch, Modality.T, generator, c.itm_neg_prob)
-            batch = swap_modality(batch, Modality.T, pairs.donor)
-            matched = pairs.label.bool()
-        else:
-            pairs, matched = None, torch.ones_like(batch.present[Modality.T])
+        batch, pairs, matched = itm_title_swap(batch, c.itm, generator, c.itm_neg_prob)
         ids, labels = self.mask_title(batch.title_ids, batch.title_mask, batch.present[Modality.T] & matched,
                                       generator)
         h, _ = self.encode(ids, batch.title_mask, batch.region_feats, batch.region_mask)

@@ -87,3 +87,17 @@ def swap_modality(batch: UnlabeledBatch, swap: Modality, donor: torch.Tensor) ->
     present = dict(batch.present)
     present[swap] = batch.present[swap][donor]
     return replace(batch, present=present, **changes)
+
+
+def itm_title_swap(batch: UnlabeledBatch, enabled: bool, generator: torch.Generator | None = None,
+                   neg_prob: float = 0.5) -> tuple[UnlabeledBatch, ITMPairs | None, torch.Tensor]:
+    """The batch the masked tasks and ITM of a title-swapping model see: ``(batch, pairs, matched)``.
+
+    With ITM on, titles are swapped for mismatches (:func:`sample_itm_pairs`) and ``matched`` marks
+    the rows that kept their own title (only those teach the masked tasks); with ITM off, the batch
+    is unchanged, ``pairs`` is None and every row with a title is matched.
+    """
+    if not enabled:
+        return batch, None, torch.ones_like(batch.present[Modality.T])
+    pairs = sample_itm_pairs(batch, Modality.T, generator, neg_prob)
+    return swap_modality(batch, Modality.T, pairs.donor), pairs, pairs.label.bool()
