@@ -56,6 +56,11 @@ class RowBlocks:
         self.normalize = normalize
         self._raw = np.empty((self.block_rows, self.dim), dtype=arr.dtype) if _file_backed(arr) else None
 
+    @property
+    def reads_file(self) -> bool:
+        """Whether blocks come from file reads (nothing of the file stays mapped) rather than slices."""
+        return self._raw is not None
+
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         """Yields ``(first_row, (rows, dim) float32 tensor)``; the tensor is only valid until the next step."""
         fh = open(self.arr.filename, "rb") if self._raw is not None else None  # noqa: SIM115 - closed below

@@ -140,7 +140,10 @@ def retrieval_metrics(
     q = _to_float_tensor(query, "query embeddings")
     # a memory-mapped gallery is read in row blocks from its file, never copied whole (gallery_stream)
     streamed = isinstance(gallery, np.memmap) if stream_gallery is None else bool(stream_gallery)
-    g = np.asarray(gallery) if streamed else _to_float_tensor(gallery, "gallery embeddings")
+    if streamed:  # np.asarray would turn a memmap into a plain view of its mapping: keep the memmap
+        g = gallery if isinstance(gallery, np.ndarray) else np.asarray(gallery)
+    else:
+        g = _to_float_tensor(gallery, "gallery embeddings")
     if g.ndim != 2:
         raise ValueError(f"gallery embeddings must be a 2-d (rows x dim) array, got shape {tuple(g.shape)}")
     if q.shape[1] != g.shape[1]:
@@ -317,7 +320,8 @@ def retrieval_metrics(
         "dtype": "float32 scores, float64 sums",
     }
     if streamed:  # recorded only when used: in-memory results keep their settings unchanged
-        definitions["_settings"]["gallery_read"] = f"row blocks of {searcher.block_rows} from the array (streamed)"
+        how = "file reads" if searcher.blocks.reads_file else "slices of the array"
+        definitions["_settings"]["gallery_read"] = f"row blocks of {searcher.block_rows} ({how})"
     per = {k: v for k, v in vals.items()} if per_query else {}
     return RetrievalResult(metrics=metrics, counts=counts, definitions=definitions, per_query=per)
 
