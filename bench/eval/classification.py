@@ -8,6 +8,11 @@ stops unconverged on 256-d features, so accuracy would depend on that accident):
   (multinomial softmax over the categories seen in training);
 * accuracy = share of test rows whose predicted category equals the true one. Test rows of a
   category absent from the train rows can never be right; they stay in the denominator and are counted.
+
+Above ``PROBE_CAP`` train rows (a whole pretraining pool, when no classification list exists) the
+probe trains on a capped, seeded, class-stratified sample with a minibatch solver instead
+(:mod:`bench.eval.probe_scale`; the cap and the sample are recorded in the protocol). At or below the
+cap nothing changes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.eval.labels import as_label_array, remap_labels
+from bench.eval import probe_scale
 
 PROBE_PROTOCOL: dict[str, Any] = {
     "model": "sklearn LogisticRegression (multinomial)",
@@ -56,6 +62,8 @@ def linear_probe(
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    if len(train_x) > probe_scale.PROBE_CAP:
+        return _linear_probe_at_scale(train_x, train_y, test_x, test_y, seed=seed, normalize=normalize)
     tr = np.asarray(train_x, dtype=np.float64)
     te = np.asarray(test_x, dtype=np.float64)
     if tr.ndim != 2 or te.ndim != 2 or tr.shape[1] != te.shape[1]:
@@ -88,3 +96,24 @@ def linear_probe(
     pred = clf.predict(scaler.transform(te))
     return dict(out, accuracy=float((pred == yte).mean()), correct=pred == yte, converged=converged,
                 n_iter=int(np.max(clf.n_iter_)))
+
+
+def _linear_probe_at_scale(train_x: Any, train_y: Any, test_x: Any, test_y: Any, *, seed: int,
+                           normalize: bool) -> dict[str, Any]:
+    """:func:`linear_probe` above the cap: arrays (a ``np.memmap`` included) are read in chunks, never whole."""
+    if getattr(train_x, "ndim", 0) != 2 or getattr(test_x, "ndim", 0) != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"probe needs 2-d train/test embeddings of one width, got {np.shape(train_x)} and "
+                         f"{np.shape(test_x)}")
+    ytr, yte = remap_labels(train_y, test_y, names=["probe train labels", "probe test labels"])
+    if len(ytr) != len(train_x) or len(yte) != len(test_x):
+        raise ValueError("probe labels and embeddings differ in length")
+    protocol = dict(probe_scale.SCALED_PROTOCOL, cap=probe_scale.PROBE_CAP, seed=int(seed),
+                    l2_normalize_first=bool(normalize))
+    classes = np.unique(ytr)
+    out: dict[str, Any] = {"n_train": len(ytr), "n_test": len(yte), "protocol": protocol,
+                           "n_classes": len(classes), "test_unseen_class": int((~np.isin(yte, classes)).sum())}
+    if len(yte) == 0:
+        return dict(out, accuracy=float("nan"), correct=np.zeros(0, dtype=bool), converged=False, n_iter=0)
+    res = probe_scale.scaled_probe(train_x, ytr, test_x, yte, seed=seed, normalize=normalize)
+    protocol.update(n_train_sampled=res.pop("n_train_sampled"), quota_per_class=res.pop("quota_per_class"))
+    return dict(out, **res)

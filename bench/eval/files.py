@@ -270,7 +270,7 @@ def build_protocol_inputs(data: dict[str, Any], protocol: dict[str, Any], seed: 
 
 def score_embeddings(embeddings: str | Path | dict[str, Any], protocol: str | Path | dict[str, Any] | None = None, *,
                      seed: int = 0, probe: bool = True, normalize: bool = False, max_topk: int = 10,
-                     knn_backend: str = "auto", kmeans_backend: str = "sklearn") -> dict[str, Any]:
+                     knn_backend: str = "auto", kmeans_backend: str = "auto") -> dict[str, Any]:
     """Score embeddings (a file path, or a dict of arrays in the file's layout) with the shared
     evaluator; with ``protocol`` (a path written by ``bench data protocol`` or its columns as a dict)
     exactly as ``bench run`` scores its own embeddings, else with the documented defaults, which are

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from bench.eval import metrics as metric_families
+from bench.eval.gallery_stream import StreamedGallerySearcher
 from bench.eval.knn import GallerySearcher, choose_chunk_size
 from bench.eval.knn_choice import auto_choice
 from bench.eval.labels import as_label_array, remap_labels
@@ -85,6 +86,7 @@ def retrieval_metrics(
     mem_budget_bytes: int = 256 << 20,
     per_query: bool = False,
     positive_counts: Mapping[str, Any] | None = None,
+    stream_gallery: bool | None = None,
 ) -> RetrievalResult:
     """Score query embeddings against a gallery under every registered retrieval metric family
     (:func:`bench.eval.metrics.retrieval_families`; the built-ins are :data:`DEFINITIONS`): one kNN
@@ -112,6 +114,8 @@ def retrieval_metrics(
             ``[m5product]`` where it is counted in a ground-truth file rather than in the gallery
             (the official code counts every listing with the query's label there, the query
             included); default: gallery positives plus the query's own row.
+        stream_gallery: read the gallery in row blocks (:mod:`bench.eval.gallery_stream`) instead of
+            holding a float32 copy; default: when the gallery is a ``np.memmap``. Same lists either way.
 
     Returns:
         :class:`RetrievalResult` with keys like ``coarse/mAP@10[m5product]``, ``fine/mAP@R[pml]``,
@@ -126,7 +130,14 @@ def retrieval_metrics(
     if max_topk < 1:
         raise ValueError("max_topk must be >= 1")
     q = _to_float_tensor(query, "query embeddings")
-    g = _to_float_tensor(gallery, "gallery embeddings")
+    # a memory-mapped gallery is read in row blocks from its file, never copied whole (gallery_stream)
+    streamed = isinstance(gallery, np.memmap) if stream_gallery is None else bool(stream_gallery)
+    if streamed:  # np.asarray would turn a memmap into a plain view of its mapping: keep the memmap
+        g = gallery if isinstance(gallery, np.ndarray) else np.asarray(gallery)
+    else:
+        g = _to_float_tensor(gallery, "gallery embeddings")
+    if g.ndim != 2:
+        raise ValueError(f"gallery embeddings must be a 2-d (rows x dim) array, got shape {tuple(g.shape)}")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query dim {q.shape[1]} != gallery dim {g.shape[1]}")
     n_q, n_g = q.shape[0], g.shape[0]
@@ -134,7 +145,8 @@ def retrieval_metrics(
         raise ValueError("the gallery is empty")
     if normalize:
         q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
+        if not streamed:
+            g = torch.nn.functional.normalize(g, dim=1)
 
     if query_gallery_index is None:
         qgi = np.full(n_q, -1, dtype=np.int64)
@@ -191,9 +203,14 @@ def retrieval_metrics(
     order = np.flatnonzero(active)
     order = order[np.argsort(need[order], kind="stable")]  # chunks of similar K keep topk cheap
     choice = auto_choice() if backend == "auto" else {"backend": backend, "reason": "requested"}
-    searcher = GallerySearcher(g, backend=backend, mem_budget_bytes=mem_budget_bytes)
+    if streamed:
+        searcher: Any = StreamedGallerySearcher(g, backend=backend, mem_budget_bytes=mem_budget_bytes,
+                                                normalize=normalize)
+    else:
+        searcher = GallerySearcher(g, backend=backend, mem_budget_bytes=mem_budget_bytes)
     backend = searcher.backend
-    chunk = choose_chunk_size(n_g, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
+    block = searcher.block_rows if streamed else n_g  # the score block is query chunk x (gallery block)
+    chunk = choose_chunk_size(block, int(need[order].max()) if len(order) else base_k, mem_budget_bytes,
                               score_block=searcher.needs_score_block)
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
@@ -240,6 +257,9 @@ def retrieval_metrics(
         "knn_backend_choice": choice,
         "dtype": "float32 scores, float64 sums",
     }
+    if streamed:  # recorded only when used: in-memory results keep their settings unchanged
+        how = "file reads" if searcher.blocks.reads_file else "slices of the array"
+        definitions["_settings"]["gallery_read"] = f"row blocks of {searcher.block_rows} ({how})"
     per = {k: v for k, v in vals.items()} if per_query else {}
     return RetrievalResult(metrics=metrics, counts=counts, definitions=definitions, per_query=per)
 

@@ -77,7 +77,7 @@ def evaluate(
     ks: Sequence[int] = (1, 5, 10),
     max_topk: int = 10,
     kmeans_seeds: Sequence[int] | None = None,
-    kmeans_backend: str = "sklearn",
+    kmeans_backend: str = "auto",
     knn_backend: str = "auto",
     tasks: Sequence[str] = ("retrieval", "classification", "clustering"),
     retrieval_only: bool = False,
@@ -132,7 +132,8 @@ def evaluate(
             probe's per-test-row correctness.
         seed: probe seed; k-means seeds default to ``(seed, seed+1, seed+2)``.
         ks, max_topk: retrieval cut-offs and the official list length (see :mod:`bench.eval.retrieval`).
-        kmeans_backend: "sklearn" (default, see :mod:`bench.eval.clustering`) or "faiss".
+        kmeans_backend: "auto" (default: sklearn for small sets, faiss when k or the gallery is large,
+            see :mod:`bench.eval.clustering`), "sklearn" or "faiss"; the result names the one used.
         knn_backend: "auto" (the fastest of select, bf16 and faiss on this machine, timed once and
             cached), "select", "bf16", "faiss" or "torch" (see :mod:`bench.eval.knn`).
         tasks: registered evaluation task names (:mod:`bench.eval.tasks`): "retrieval",
@@ -169,6 +170,7 @@ def evaluate(
     ctrain = _mask(cls_train, n, "cls_train", default=False)
     ctest = _mask(cls_test, n, "cls_test", default=False) if cls_test is not None else None
     gal = _mask(gallery, n, "gallery", default=None) if gallery is not None else ~ctrain
+    kmeans_backend = clustering.resolve_kmeans_backend(kmeans_backend, int(gal.sum()), len(np.unique(cat[gal])))
     kseeds = list(kmeans_seeds) if kmeans_seeds is not None else [seed, seed + 1, seed + 2]
     by_task_sets = None
     if task_galleries is not None or positive_counts is not None:
