@@ -42,7 +42,7 @@ def eval_command(
     probe: bool = typer.Option(True, "--probe/--no-probe", help="--no-probe: retrieval and clustering only (no probe-train rows needed)"),
     seed: int = typer.Option(0, help="seed for the probe, k-means seeds (seed..seed+2) and the default probe split"),
     max_topk: int = typer.Option(10, help="official list length before the query is removed"),
-    knn_backend: str = typer.Option("auto", help="auto (the faster of select and faiss here, timed once), select, faiss or torch"),
+    knn_backend: str = typer.Option("auto", help="auto (the fastest of select, bf16 and faiss here, timed once), select, bf16, faiss or torch"),
     kmeans_backend: str = typer.Option("auto", help="auto (sklearn for small sets, faiss when k > 1000 or n > 200000), sklearn or faiss"),
 ) -> None:
     """Score saved embeddings: retrieval (official + standard definitions), linear probe, clustering."""
