@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from knn_helpers import assert_same_as_torch
 
 from bench.eval import select
 from bench.eval.knn import GallerySearcher, choose_chunk_size, resolve_backend
@@ -20,14 +21,10 @@ def _assert_same(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index:
                  default: bool = True) -> None:
     """select == torch bit for bit; the default (auto: select or faiss, as timed here) == torch on the
     lists where scores tie exactly (faiss may order last-bit near-ties differently)."""
-    a = GallerySearcher(gallery, backend="torch").search(query, k, self_index)
-    b = GallerySearcher(gallery, backend="select").search(query, k, self_index)
-    assert torch.equal(a.index, b.index), k
-    assert torch.equal(a.score, b.score), k
-    assert torch.equal(a.self_score.isnan(), b.self_score.isnan())
-    assert torch.equal(a.self_score.nan_to_num(), b.self_score.nan_to_num())
+    assert_same_as_torch("select", query, gallery, k, self_index)
     if not default:
         return
+    a = GallerySearcher(gallery, backend="torch").search(query, k, self_index)
     for backend in ("auto", "faiss"):  # whichever auto picked here, both candidates are checked
         c = GallerySearcher(gallery, backend=backend).search(query, k, self_index)
         assert torch.equal(a.index, c.index), (backend, k)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from knn_helpers import assert_same_as_torch
 
 from bench.eval import select
-from bench.eval.knn import GallerySearcher
 
 KS = (1, 5, 17, 40)
 
@@ -27,12 +27,7 @@ pytestmark = pytest.mark.skipif(not _pairs_scored_alike(), reason="this BLAS sco
 
 
 def _assert_bf16_same(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor) -> None:
-    a = GallerySearcher(gallery, backend="torch").search(query, k, self_index)
-    b = GallerySearcher(gallery, backend="bf16").search(query, k, self_index)
-    assert torch.equal(a.index, b.index), k
-    assert torch.equal(a.score, b.score), k
-    assert torch.equal(a.self_score.isnan(), b.self_score.isnan())
-    assert torch.equal(a.self_score.nan_to_num(), b.self_score.nan_to_num())
+    assert_same_as_torch("bf16", query, gallery, k, self_index)
 
 
 def _k_equals_r(gallery: torch.Tensor, labels: np.ndarray, self_index: np.ndarray) -> None:
