@@ -397,20 +397,22 @@ def _shared_start(ds: Any, config: FeatureConfig, root: Path, out: Path, n: int,
     shard_root = out / "shards"
     if ranks.main:
         tok, tok_desc = _main_tokenizer(ds, config, root)
-        if layout_path.exists():  # resuming: keep the shard size the first attempt used
+        resuming = layout_path.exists()
+        if resuming:  # keep the shard size the first attempt used
             layout = _read_layout(layout_path, n, out)
         else:
             from bench.features.text import special_ids
 
             layout = {"layout_version": LAYOUT_VERSION, "rows": n, "shard_size": int(config.shard_size),
                       "dims": _feature_dims(config, pre), "special": special_ids(tok).to_dict()}
-            _atomic_write_text(layout_path, json.dumps(layout, indent=1))
         shard_root.mkdir(parents=True, exist_ok=True)
         _remove_orphan_tmp(shard_root)
         if pre["image_tsv"] and ranks.world > 1:  # index the region TSVs once, for every rank to read
             from bench.features.region_index import region_index
 
             region_index(pre.get("image_tsv_shards") or [pre["image_tsv"]])
+        if not resuming:  # last: the other ranks wait for it in a poll, then only briefly in the barrier
+            _atomic_write_text(layout_path, json.dumps(layout, indent=1))
         ranks.barrier()
         return tok, tok_desc, layout
     from bench.features.text import cached_tokenizer
