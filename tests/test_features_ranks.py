@@ -185,7 +185,8 @@ def test_missing_shards_and_info_fail_the_wait_in_one_line(tiny_catalog, tmp_pat
 
     _as_rank(monkeypatch, 0)  # rank 0 again: every shard exists, so it completes the store
     st = build_features(tiny_catalog, TINY_CFG, workers=1, progress=False, wait_timeout_s=0.5)
-    assert st.info["timings"]["shards_resumed"] == 3 and st.info["timings"]["world_size"] == 2
+    t = st.info["timings"]
+    assert (t["shards_resumed"], t["world_size"], t["devices"]) == (3, 2, {"cpu": 3})
     monkeypatch.undo()
     monkeypatch.setenv("M5BENCH_HOME", str(tmp_path / "single"))
     single = build_features(tiny_catalog, TINY_CFG, workers=1, progress=False)
