@@ -159,7 +159,8 @@ def info(
     console.print(src)
     t = i["timings"]
     console.print(f"timings: wall {t['wall_s_this_run']} s (last run), worker CPU by modality "
-                  f"{json.dumps(t['worker_cpu_s_by_modality'])}, shards resumed {t['shards_resumed']}")
+                  f"{json.dumps(t['worker_cpu_s_by_modality'])}, shards resumed {t['shards_resumed']}, "
+                  f"processes {t.get('world_size', 1)}, shards by device {json.dumps(t.get('devices', {}))}")
     console.print(f"tables truncated: {i['tables_truncated']} ({i['table_entities_dropped']} whole entities dropped)")
     console.print("config: " + json.dumps({k: v for k, v in i["config"].items() if k != "extra"}))
 

@@ -8,6 +8,9 @@ Layout under ``$M5BENCH_HOME/features/<catalog fingerprint>/``::
     <store key>/category.npy, product.npy      contiguous label ids per catalog row
     <store key>/info.json                      written last: its presence means the store is complete
 
+Under ``accelerate launch`` / ``torchrun`` the ranks build one store together: each its own shards,
+rank 0 the other files (:func:`build_features`).
+
 Variable-length sequences are stored padded to their cap with a length array; batches are padded
 only to the longest listing in the batch. The store key is the config hash (plus, when the catalog
 ships precomputed features, a digest of those sources).
