@@ -74,7 +74,8 @@ def launch_ranks() -> Ranks:
     # Without cpu=True, accelerate treats a CUDA-less launch of several processes as one process.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     local = max(0, int(state.local_process_index))
-    device = f"cuda:{local}" if state.device.type == "cuda" else "cpu"
+    dev = state.device  # accelerate's choice: cuda:<local rank> in a launch, plain "cuda" on its own
+    device = f"cuda:{local if dev.index is None else dev.index}" if dev.type == "cuda" else "cpu"
     return Ranks(rank=int(state.process_index), world=int(state.num_processes), local=local, device=device)
 
 

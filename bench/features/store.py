@@ -378,8 +378,8 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
         wait_for_paths(owed, f"{ranks.describe()}: feature shards still missing in {shard_root}:", wait_timeout_s)
         ranks.barrier()
     if ranks.main:
-        run = {"t_start": t_start, "done_before": num_shards - len(pending), "done_rows": n - sum(rows[s] for s in pending),
-               "workers": workers, "world_size": ranks.world}
+        run = {"t_start": t_start, "done_before": num_shards - len(pending),
+               "done_rows": n - sum(rows[s] for s in pending), "workers": workers, "world_size": ranks.world}
         _finish(catalog, ds, config, out, n, S, num_shards, dims, ids, tok_desc, pre, run)
     if ranks.world > 1:
         wait_for_paths({"info.json": out / "info.json"}, f"{ranks.describe()}: waiting for rank 0 to write",
@@ -424,8 +424,10 @@ def _shared_start(ds: Any, config: FeatureConfig, root: Path, out: Path, n: int,
     ranks.barrier()
     found = cached_tokenizer(config, root)
     if found is None:
-        raise RuntimeError(f"{ranks.describe()}: {layout_path} exists but rank 0's tokenizer does not; "
-                           f"delete {out} to rebuild")
+        from bench.console import UserError
+
+        raise UserError(f"{ranks.describe()}: {layout_path} exists but rank 0's tokenizer does not; "
+                        f"delete {out} to rebuild")
     return found[0], found[1], _read_layout(layout_path, n, out)
 
 
