@@ -80,3 +80,15 @@ def test_local_weights_file(tmp_path, images):
     rnd = Backbone("resnet18", 3, None, seed=0)
     x = images[("green", "circle")][None]
     assert not np.allclose(region_features(bb, x, 4, False), region_features(rnd, x, 4, False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_backbone_on_the_gpu_matches_the_cpu(images):
+    cpu, gpu = Backbone("resnet18", 3, None, seed=0), Backbone("resnet18", 3, None, seed=0, device="cuda:0")
+    x = np.stack(list(images.values()) * 40)  # 320 images: several CPU chunks, one GPU chunk
+    fc, fg = region_features(cpu, x, 4, True), region_features(gpu, x, 4, True)
+    assert fg.dtype == np.float32 and fg.shape == fc.shape
+    # fp32 without TF32: as close as the float16 the store keeps, and the same bytes on every run
+    np.testing.assert_allclose(fg, fc, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(fg, region_features(gpu, x, 4, True))
+    assert next(gpu.model.parameters()).device.type == "cuda"

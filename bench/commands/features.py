@@ -73,7 +73,8 @@ def build(
     audio_features: str = _AUDIO,
     vocab_size: int = _VOCAB,
     video_fps: float = _FPS,
-    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes (one torch thread each)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes (one torch thread each), per process "
+                                "of a multi-process launch."),
     encoding: Optional[str] = ENCODING,
 ) -> None:
     """Featurize every listing (reusing a complete store with the same config; resuming a partial one).
@@ -81,12 +82,15 @@ def build(
     Ctrl-C stops the workers, keeps every finished shard and says how to resume.
     """
     from bench.data import load_catalog
+    from bench.features.ranks import launch_ranks
     from bench.features.store import build_features, store_dir
 
     cfg = _config(tokenizer, image_backbone, image_weights, audio_features, vocab_size, video_fps)
     _check_backbone(image_backbone)
     _check_tokenizer(tokenizer)
-    cat = load_catalog(source, encoding=encoding)
+    ranks = launch_ranks()
+    with ranks.main_first():  # under a multi-process launch, rank 0 makes the catalog; the others read it
+        cat = load_catalog(source, encoding=encoding, progress=ranks.main)
     _check_has_content(cat)
     path = store_dir(cat, cfg)
     existed = (path / "info.json").exists()
@@ -95,10 +99,13 @@ def build(
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted:[/] {_kept(path)}; run the same command to resume")
         raise SystemExit(130) from None
+    if not ranks.main:  # rank 0 speaks for every rank
+        return
     verb = "reused" if existed else "built"
     t = store.info["timings"]
+    ranks = f" on each of {t['world_size']} processes" if t.get("world_size", 1) > 1 else ""
     console.print(f"{verb} feature store {store.path}" + ("" if existed else f" in {t['wall_s_this_run']:.1f} s "
-                  f"({t['worker_cpu_s_total']:.1f} s worker CPU, {t['workers']} workers)"))
+                  f"({t['worker_cpu_s_total']:.1f} s worker CPU, {t['workers']} workers{ranks})"))
     console.print(_counts_table(store))
 
 
@@ -152,7 +159,8 @@ def info(
     console.print(src)
     t = i["timings"]
     console.print(f"timings: wall {t['wall_s_this_run']} s (last run), worker CPU by modality "
-                  f"{json.dumps(t['worker_cpu_s_by_modality'])}, shards resumed {t['shards_resumed']}")
+                  f"{json.dumps(t['worker_cpu_s_by_modality'])}, shards resumed {t['shards_resumed']}, "
+                  f"processes {t.get('world_size', 1)}, shards by device {json.dumps(t.get('devices', {}))}")
     console.print(f"tables truncated: {i['tables_truncated']} ({i['table_entities_dropped']} whole entities dropped)")
     console.print("config: " + json.dumps({k: v for k, v in i["config"].items() if k != "extra"}))
 

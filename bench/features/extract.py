@@ -51,6 +51,7 @@ class Setup:
     image_tsv_shards: list[str] | None = None  # every region TSV shard (image_tsv is the first)
     video_npy_dir: str | None = None
     audio_npy_dir: str | None = None
+    device: str = "cpu"  # where the image/video CNN runs: "cpu" or "cuda:N"
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Featurizer:
             from bench.features.image import Backbone
 
             c = self.cfg
-            self._backbone = Backbone(c.image_backbone, c.image_stage, c.image_weights, c.seed)
+            self._backbone = Backbone(c.image_backbone, c.image_stage, c.image_weights, c.seed, self.setup.device)
         return self._backbone
 
     # -- modalities -------------------------------------------------------------------------
@@ -297,7 +298,8 @@ class Featurizer:
         n = len(job.item_id)
         log = _Log(n)
         arrays: dict[str, np.ndarray] = {}
-        meta: dict[str, Any] = {"shard": job.shard, "start": job.start, "rows": n, "pid": os.getpid()}
+        meta: dict[str, Any] = {"shard": job.shard, "start": job.start, "rows": n, "pid": os.getpid(),
+                                "device": self.setup.device}
         timings, cpu = {}, {}
         for name, fn in (("text", lambda: self._text(job, log, arrays, meta)), ("image", lambda: self._images(job, log, arrays)),
                          ("video", lambda: self._videos(job, log, arrays)), ("audio", lambda: self._audio(job, log, arrays))):

@@ -12,19 +12,25 @@ When a catalog ships the official TSV, its regions are read instead.
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any
 
 import numpy as np
 
 
 class Backbone:
-    """A timm ``features_only`` CNN that maps uint8 RGB images to feature maps (one torch thread)."""
+    """A timm ``features_only`` CNN that maps uint8 RGB images to feature maps (one torch thread).
 
-    def __init__(self, name: str, stage: int, weights: str | None, seed: int) -> None:
+    ``device`` is where the CNN runs (``"cpu"`` or ``"cuda:N"``); the weights are always made on the
+    CPU first, so a seeded random init is the same on every device.
+    """
+
+    def __init__(self, name: str, stage: int, weights: str | None, seed: int, device: str = "cpu") -> None:
         import timm
         import torch
 
         self.torch = torch
+        self.device = torch.device(device)
         torch.manual_seed(seed)  # the random init is part of the config: same seed, same features
         kwargs: dict[str, Any] = {"features_only": True, "out_indices": (stage,)}
         if weights:
@@ -32,23 +38,32 @@ class Backbone:
             self.model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
         else:
             self.model = timm.create_model(name, pretrained=False, **kwargs)
-        self.model.eval()
+        self.model.eval().to(self.device)
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         mean = cfg.get("mean", (0.485, 0.456, 0.406))
         std = cfg.get("std", (0.229, 0.224, 0.225))
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.dim = int(self.model.feature_info.channels()[-1])
 
-    def feature_maps(self, images: np.ndarray, chunk: int = 64) -> Any:
-        """``[N, H, W, 3] uint8`` -> ``[N, C, h, w]`` float tensor."""
+    def feature_maps(self, images: np.ndarray, chunk: int | None = None) -> Any:
+        """``[N, H, W, 3] uint8`` -> ``[N, C, h, w]`` float tensor on the CPU, ``chunk`` images per
+        forward pass (default 64 on the CPU, 512 on a GPU)."""
         torch = self.torch
+        gpu = self.device.type == "cuda"
+        chunk = chunk or (512 if gpu else 64)
+        # On a GPU: no TF32 and deterministic kernels, so the features stay close to the CPU's and
+        # the same images give the same bytes on every run.
+        flags = torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False,
+                                           fp32_precision="ieee") if gpu else contextlib.nullcontext()
         outs = []
-        with torch.inference_mode():
+        with torch.inference_mode(), flags:
             for s in range(0, len(images), chunk):
-                x = torch.from_numpy(np.ascontiguousarray(images[s : s + chunk])).permute(0, 3, 1, 2).float().div_(255.0)
+                # uint8 crosses to the device (4x less than float); a no-op on the CPU
+                x = torch.from_numpy(np.ascontiguousarray(images[s : s + chunk])).to(self.device)
+                x = x.permute(0, 3, 1, 2).float().div_(255.0)
                 x = (x - self.mean) / self.std
-                outs.append(self.model(x)[-1])
+                outs.append(self.model(x)[-1].cpu())
         return torch.cat(outs) if outs else None
 
 

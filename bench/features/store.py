@@ -8,6 +8,9 @@ Layout under ``$M5BENCH_HOME/features/<catalog fingerprint>/``::
     <store key>/category.npy, product.npy      contiguous label ids per catalog row
     <store key>/info.json                      written last: its presence means the store is complete
 
+Under ``accelerate launch`` / ``torchrun`` the ranks build one store together: each its own shards,
+rank 0 the other files (:func:`build_features`).
+
 Variable-length sequences are stored padded to their cap with a length array; batches are padded
 only to the longest listing in the batch. The store key is the config hash (plus, when the catalog
 ships precomputed features, a digest of those sources).
@@ -21,6 +24,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,6 +34,7 @@ from bench.features.batch import Batch, FeatureSpec
 from bench.data.paths import m5bench_home
 from bench.features.config import FeatureConfig
 from bench.features.extract import COL, OK, REASONS, Job, Setup
+from bench.features.ranks import Ranks, launch_ranks, wait_for_paths
 from bench.features.rowio import ReaderCache, read_npy_header
 from bench.modalities import ORDER, Modality, ModalitySet
 
@@ -309,14 +314,25 @@ def _iter_columns(ds: Any, columns: list[str], batch_size: int = 2048) -> Iterat
 
 
 def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers: int = 2, progress: bool = True,
+                   device: str | None = None, wait_timeout_s: float = 3600.0,
                    _fail_after: int | None = None) -> FeatureStore:
     """Featurize every listing of ``catalog`` (or reuse the complete store for this config).
 
     ``catalog`` needs ``.dataset`` (a ``datasets.Dataset`` with the schema columns), ``.fingerprint``
     and optionally ``.info`` (``info["precomputed"]`` may name official feature files). Work is split
     into fixed shards processed by ``workers`` processes (one torch thread each); an interrupted
-    build resumes with the shards it had finished. ``_fail_after`` is a test hook that makes each
-    worker raise after that many shards (a simulated crash).
+    build resumes with the shards it had finished. The image/video CNN runs on ``device``
+    (default: ``cuda:<local rank>`` when CUDA is available, else the CPU).
+
+    Under ``accelerate launch`` / ``torchrun`` with several processes, every rank calls this with the
+    same catalog and config and builds only its own shards of the one store (shard ``i`` on rank
+    ``i mod world size``); the store folder must be on a filesystem every rank shares. Rank 0 alone
+    writes the shared pieces: the tokenizer and ``layout.json`` first (the other ranks wait for them
+    and read them, rather than each training the same tokenizer on the whole catalog), then, once
+    every shard exists, the label arrays and ``info.json``. No rank returns before the store is
+    complete. A wait that sees no new file for ``wait_timeout_s`` seconds fails naming what is
+    missing. ``_fail_after`` is a test hook that makes each worker raise after that many shards (a
+    simulated crash).
     """
     config = config or FeatureConfig()
     ds = catalog.dataset
@@ -332,38 +348,112 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
         from bench.console import UserError
 
         raise UserError(f"catalog {getattr(catalog, 'source', fp)} has no listings: nothing to featurize")
-
-    # Tokenizer (trained once per catalog) and the dims every shard is written with.
-    from bench.features.text import get_tokenizer, special_ids
-
-    texts = {"title": [], "table": []}
-    for b in _iter_columns(ds, ["title", "table"]):
-        texts["title"].extend(b["title"])
-        texts["table"].extend(b["table"])
-    tok, tok_desc = get_tokenizer(config, root, texts["title"], texts["table"])
-    del texts
-    ids = special_ids(tok)
-    layout_path = out / "layout.json"
-    if layout_path.exists():  # resuming: keep the shard size the first attempt used
-        layout = json.loads(layout_path.read_text())
-        if layout.get("rows") != n or layout.get("layout_version") != LAYOUT_VERSION:
-            raise RuntimeError(f"{out}: partial store does not match this catalog; delete the folder to rebuild")
-    else:
-        layout = {"layout_version": LAYOUT_VERSION, "rows": n, "shard_size": int(config.shard_size),
-                  "dims": _feature_dims(config, pre), "special": ids.to_dict()}
-        _atomic_write_text(layout_path, json.dumps(layout, indent=1))
+    ranks = launch_ranks()
+    if device is not None:
+        ranks = replace(ranks, device=device)
+    tok, tok_desc, layout = _shared_start(ds, config, root, out, n, pre, ranks, wait_timeout_s)
     S, dims = int(layout["shard_size"]), layout["dims"]
     num_shards = -(-n // S)
     shard_root = out / "shards"
-    shard_root.mkdir(parents=True, exist_ok=True)
-    _remove_orphan_tmp(shard_root)
     pending = [s for s in range(num_shards) if not (shard_root / f"{s:05d}").is_dir()]
-    done_before = num_shards - len(pending)
-    done_rows = n - sum(min(n, (s + 1) * S) - s * S for s in pending)
+    mine = [s for s in pending if ranks.owns(s)]
 
+    from bench.features.text import special_ids
+
+    ids = special_ids(tok)
     setup = Setup(config=config.to_dict(), tokenizer_json=tok.to_str(), special=ids.to_dict(),
                   region_dim=dims["region_dim"], max_regions=dims["max_regions"], video_dim=dims["video_dim"],
-                  audio_dim=dims["audio_dim"], **pre)
+                  audio_dim=dims["audio_dim"], device=ranks.device, **pre)
+    make_job = _job_maker(ds, n, S, shard_root, pre, _fail_after)
+    rows = {s: min(n, (s + 1) * S) - s * S for s in range(num_shards)}
+    label = out.name if ranks.world == 1 else f"{out.name} ({ranks.describe()})"
+    if ranks.world == 1:  # the bar counts the whole store; a rank's bar counts only its own shards
+        total, done = n, n - sum(rows[s] for s in pending)
+    else:
+        total, done = sum(rows[s] for s in mine), 0
+    _run_jobs(setup, mine, make_job, workers, progress and ranks.main, total, done, label)
+
+    if ranks.world > 1:
+        owed = {f"{s:05d} (rank {ranks.owner(s)})": shard_root / f"{s:05d}" for s in pending}
+        wait_for_paths(owed, f"{ranks.describe()}: feature shards still missing in {shard_root}:", wait_timeout_s)
+        ranks.barrier()
+    if ranks.main:
+        run = {"t_start": t_start, "done_before": num_shards - len(pending),
+               "done_rows": n - sum(rows[s] for s in pending), "workers": workers, "world_size": ranks.world}
+        _finish(catalog, ds, config, out, n, S, num_shards, dims, ids, tok_desc, pre, run)
+    if ranks.world > 1:
+        wait_for_paths({"info.json": out / "info.json"}, f"{ranks.describe()}: waiting for rank 0 to write",
+                       wait_timeout_s)
+        ranks.barrier()
+    return FeatureStore(out)
+
+
+def _shared_start(ds: Any, config: FeatureConfig, root: Path, out: Path, n: int, pre: dict[str, str | None],
+                  ranks: Ranks, wait_timeout_s: float) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The tokenizer, its description and the layout every shard is written with.
+
+    Rank 0 (or a lone process) trains or loads the tokenizer and writes ``layout.json`` after it;
+    the other ranks start only after that (and after rank 0 cleared half-written shards of a killed
+    run), then read both.
+    """
+    layout_path = out / "layout.json"
+    shard_root = out / "shards"
+    if ranks.main:
+        tok, tok_desc = _main_tokenizer(ds, config, root)
+        resuming = layout_path.exists()
+        if resuming:  # keep the shard size the first attempt used
+            layout = _read_layout(layout_path, n, out)
+        else:
+            from bench.features.text import special_ids
+
+            layout = {"layout_version": LAYOUT_VERSION, "rows": n, "shard_size": int(config.shard_size),
+                      "dims": _feature_dims(config, pre), "special": special_ids(tok).to_dict()}
+        shard_root.mkdir(parents=True, exist_ok=True)
+        _remove_orphan_tmp(shard_root)
+        if pre["image_tsv"] and ranks.world > 1:  # index the region TSVs once, for every rank to read
+            from bench.features.region_index import region_index
+
+            region_index(pre.get("image_tsv_shards") or [pre["image_tsv"]])
+        if not resuming:  # last: the other ranks wait for it in a poll, then only briefly in the barrier
+            _atomic_write_text(layout_path, json.dumps(layout, indent=1))
+        ranks.barrier()
+        return tok, tok_desc, layout
+    from bench.features.text import cached_tokenizer
+
+    wait_for_paths({"layout.json": layout_path}, f"{ranks.describe()}: waiting for rank 0 to write", wait_timeout_s)
+    ranks.barrier()
+    found = cached_tokenizer(config, root)
+    if found is None:
+        from bench.console import UserError
+
+        raise UserError(f"{ranks.describe()}: {layout_path} exists but rank 0's tokenizer does not; "
+                        f"delete {out} to rebuild")
+    return found[0], found[1], _read_layout(layout_path, n, out)
+
+
+def _main_tokenizer(ds: Any, config: FeatureConfig, root: Path) -> tuple[Any, dict[str, Any]]:
+    """The tokenizer (trained once per catalog, so the texts are read only when it is not cached)."""
+    from bench.features.text import cached_tokenizer, get_tokenizer
+
+    found = cached_tokenizer(config, root)
+    if found is not None:
+        return found
+    texts: dict[str, list] = {"title": [], "table": []}
+    for b in _iter_columns(ds, ["title", "table"]):
+        texts["title"].extend(b["title"])
+        texts["table"].extend(b["table"])
+    return get_tokenizer(config, root, texts["title"], texts["table"])
+
+
+def _read_layout(path: Path, n: int, out: Path) -> dict[str, Any]:
+    layout = json.loads(path.read_text())
+    if layout.get("rows") != n or layout.get("layout_version") != LAYOUT_VERSION:
+        raise RuntimeError(f"{out}: partial store does not match this catalog; delete the folder to rebuild")
+    return layout
+
+
+def _job_maker(ds: Any, n: int, S: int, shard_root: Path, pre: dict[str, str | None], fail_after: int | None) -> Any:
+    """``make_job(shard)``: the shard's rows of the catalog, read only when the shard is submitted."""
     tsv_index = None
     if pre["image_tsv"]:
         from bench.features.region_index import region_index
@@ -375,14 +465,19 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
         cols = ds[a:b]
         job = Job(shard=s, start=a, out_dir=str(shard_root / f"{s:05d}"), item_id=list(cols["item_id"]),
                   title=list(cols["title"]), table=list(cols["table"]), image=list(cols["image"]),
-                  video=list(cols["video"]), audio=list(cols["audio"]), fail_after=_fail_after)
+                  video=list(cols["video"]), audio=list(cols["audio"]), fail_after=fail_after)
         if tsv_index is not None:
             job.tsv_offsets = tsv_index.lookup(job.item_id)
         return job
 
-    _run_jobs(setup, pending, make_job, workers, progress, n, done_rows, out.name)
+    return make_job
 
-    # Catalog-level label ids, then info.json last (its presence marks the store complete).
+
+def _finish(catalog: Any, ds: Any, config: FeatureConfig, out: Path, n: int, S: int, num_shards: int,
+            dims: dict[str, Any], ids: Any, tok_desc: dict[str, Any], pre: dict[str, str | None],
+            run: dict[str, Any]) -> None:
+    """Catalog-level label ids, then info.json last (its presence marks the store complete)."""
+    shard_root = out / "shards"
     cat_ids, cat_names, prod_ids, prod_names = _catalog_labels(catalog, ds)
     _atomic_save_npy(out / "category.npy", cat_ids)
     _atomic_save_npy(out / "product.npy", prod_ids)
@@ -404,10 +499,6 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
             for reason, msgs in meta["examples"].get(m.value, {}).items():
                 ex.setdefault(reason, []).extend(msgs)
         examples[m.value] = {r: v[:5] for r, v in ex.items()}
-    mods = ("text", "image", "video", "audio")
-    wall_by = {k: round(sum(meta["timings_s"][k] for meta in metas), 3) for k in mods}
-    cpu = {k: round(sum(meta.get("cpu_s", {}).get(k, 0.0) for meta in metas), 3) for k in mods}
-    wall = time.perf_counter() - t_start
     spec = FeatureSpec(
         vocab_size=ids.vocab_size, pad_id=ids.pad_id, cls_id=ids.cls_id, sep_id=ids.sep_id, mask_id=ids.mask_id,
         unk_id=ids.unk_id, title_len=config.title_len, table_len=config.table_len,
@@ -418,7 +509,7 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
     )
     info = {
         "complete": True,
-        "catalog_fingerprint": fp,
+        "catalog_fingerprint": str(catalog.fingerprint),
         "store_key": out.name,
         "config_hash": config.hash(),
         "config": config.to_dict(),
@@ -433,14 +524,27 @@ def build_features(catalog: Any, config: FeatureConfig | None = None, *, workers
         "table_entities_dropped": int(sum(meta.get("table_entities_dropped", 0) for meta in metas)),
         "tables_truncated": int(sum(meta.get("tables_truncated", 0) for meta in metas)),
         "categories": cat_names,
-        "timings": {"wall_s_this_run": round(wall, 3), "worker_wall_s_by_modality": wall_by,
-                    "worker_cpu_s_by_modality": cpu, "worker_cpu_s_total": round(sum(cpu.values()), 3),
-                    "rows_per_s_this_run": round((n - done_rows) / wall, 1) if wall > 0 else None,
-                    "shards_resumed": done_before, "workers": workers},
+        "timings": _timings(metas, n, run),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _atomic_write_text(out / "info.json", json.dumps(info, indent=1))
-    return FeatureStore(out)
+
+
+def _timings(metas: list[dict[str, Any]], n: int, run: dict[str, Any]) -> dict[str, Any]:
+    """How the build went: wall and worker CPU seconds, resumed shards, workers per process, the
+    number of processes (ranks) and the devices the shards' CNN ran on (shards per device)."""
+    mods = ("text", "image", "video", "audio")
+    wall_by = {k: round(sum(meta["timings_s"][k] for meta in metas), 3) for k in mods}
+    cpu = {k: round(sum(meta.get("cpu_s", {}).get(k, 0.0) for meta in metas), 3) for k in mods}
+    devices: dict[str, int] = {}
+    for meta in metas:  # shards written before devices were recorded ran on the CPU
+        devices[meta.get("device", "cpu")] = devices.get(meta.get("device", "cpu"), 0) + 1
+    wall = time.perf_counter() - run["t_start"]
+    return {"wall_s_this_run": round(wall, 3), "worker_wall_s_by_modality": wall_by,
+            "worker_cpu_s_by_modality": cpu, "worker_cpu_s_total": round(sum(cpu.values()), 3),
+            "rows_per_s_this_run": round((n - run["done_rows"]) / wall, 1) if wall > 0 else None,
+            "shards_resumed": run["done_before"], "workers": run["workers"], "world_size": run["world_size"],
+            "devices": dict(sorted(devices.items()))}
 
 
 def _remove_orphan_tmp(shard_root: Path) -> None:

@@ -173,6 +173,28 @@ def catalog_texts(titles: Sequence[str | None], tables: Sequence[Sequence[dict[s
                     yield s
 
 
+def trained_tokenizer_path(config: Any, cache_dir: Path) -> Path:
+    """Where the WordPiece trained for ``config`` on this catalog is cached (``cache_dir`` is per catalog)."""
+    from bench.features.config import FEATURES_VERSION
+
+    name = f"tokenizer-wp{config.vocab_size}-{'uncased' if config.lowercase else 'cased'}-v{FEATURES_VERSION}"
+    return cache_dir / name / "tokenizer.json"
+
+
+def cached_tokenizer(config: Any, cache_dir: Path) -> tuple[Any, dict[str, Any]] | None:
+    """The tokenizer ``config`` asks for and its description, without training one: the folder it
+    names, or the WordPiece already trained on this catalog; ``None`` when that is not trained yet."""
+    from tokenizers import Tokenizer
+
+    if config.tokenizer:
+        tok = load_tokenizer_folder(config.tokenizer)
+        return tok, {"kind": "folder", "path": str(config.tokenizer)}
+    path = trained_tokenizer_path(config, cache_dir)
+    if path.exists():
+        return Tokenizer.from_file(str(path)), {"kind": "trained", "path": str(path), "cached": True}
+    return None
+
+
 def get_tokenizer(config: Any, cache_dir: Path, titles: Sequence[str | None],
                   tables: Sequence[Sequence[dict[str, str]] | None]) -> tuple[Any, dict[str, Any]]:
     """The tokenizer a config asks for, and a description of it for the store's info.
@@ -180,17 +202,10 @@ def get_tokenizer(config: Any, cache_dir: Path, titles: Sequence[str | None],
     A trained tokenizer is cached as ``cache_dir/tokenizer-wp<V>-<case>/tokenizer.json`` (the cache
     dir is per catalog fingerprint), written atomically.
     """
-    from tokenizers import Tokenizer
-
-    if config.tokenizer:
-        tok = load_tokenizer_folder(config.tokenizer)
-        return tok, {"kind": "folder", "path": str(config.tokenizer)}
-    from bench.features.config import FEATURES_VERSION
-
-    name = f"tokenizer-wp{config.vocab_size}-{'uncased' if config.lowercase else 'cased'}-v{FEATURES_VERSION}"
-    path = cache_dir / name / "tokenizer.json"
-    if path.exists():
-        return Tokenizer.from_file(str(path)), {"kind": "trained", "path": str(path), "cached": True}
+    found = cached_tokenizer(config, cache_dir)
+    if found is not None:
+        return found
+    path = trained_tokenizer_path(config, cache_dir)
     tok = train_wordpiece(catalog_texts(titles, tables), config.vocab_size, config.lowercase)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -58,7 +58,8 @@ class PreflightStage(Stage):
 class FeaturesStage(Stage):
     """Token ids and region/frame/audio features of every listing, in a memory-mapped store."""
 
-    name, timer, main_first, all_ranks = "features", "features", True, True
+    # Not main_first: under a multi-process launch every rank builds its share of the shards at once.
+    name, timer, all_ranks = "features", "features", True
     kept = "feature shards already finished were kept"
 
     def key(self, ctx: Context) -> Any:
