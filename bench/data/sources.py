@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 from bench.data.errors import CatalogError
 from bench.registries import Registry, load_target
@@ -31,11 +31,11 @@ class ReadOptions:
 @dataclass
 class SourceRead:
     """What a source read: the records (each made by :func:`bench.data.loaders.new_record`, then
-    filled) and source info (``files`` read, optional ``split_lists``, ``precomputed``),
+    filled; a list, or an iterator that completes ``info`` when exhausted) and source info (``files`` read, optional ``split_lists``, ``precomputed``),
     the catalog's canonical source string, the folder media paths are relative to, and the seed of
     the hash split for rows that the source gives no split lists for."""
 
-    records: list[dict[str, Any]]
+    records: Iterable[dict[str, Any]]
     info: dict[str, Any]
     name: str
     root: Path
@@ -79,11 +79,11 @@ class SyntheticSource(Source):
 
     def read(self, arg: str, skips: Any, opts: ReadOptions) -> SourceRead:
         from bench.data.catalog import ensure_synthetic
-        from bench.data.loaders import read_m5product
+        from bench.data.release_read import open_m5product
 
         size, seed = self._size_seed(arg)
         root = ensure_synthetic(size, seed, progress=opts.progress)
-        recs, info = read_m5product(root, skips, opts.encoding)
+        recs, info = open_m5product(root, skips, opts.encoding)
         if opts.resplit:
             # The generator's id lists are its hash draw at its own fraction and seed; asked for
             # another split, draw it by the same rule instead of keeping the written lists.
@@ -103,10 +103,10 @@ class M5ProductSource(Source):
     usage = "PATH"
 
     def read(self, arg: str, skips: Any, opts: ReadOptions) -> SourceRead:
-        from bench.data.loaders import read_m5product
+        from bench.data.release_read import open_m5product
 
         root = Path(arg).expanduser().resolve()
-        recs, info = read_m5product(root, skips, opts.encoding)
+        recs, info = open_m5product(root, skips, opts.encoding)
         return SourceRead(recs, info, f"m5product:{root}", root, opts.split_seed or 0)
 
     def slug(self, arg: str) -> str:
