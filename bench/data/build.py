@@ -242,7 +242,7 @@ def run_pass2(p: Pass1, cols: dict[str, np.ndarray], h: Any, out: Path | None) -
     """Hash every row into ``h`` and add the split columns: the finished table in memory, or
     written to ``out`` (``catalog.arrow``) when pass 1 staged to disk."""
     lo, done = 0, []
-    writer = pa.ipc.new_file(str(out), FEATURES.arrow_schema) if p.staging is not None and out is not None else None
+    writer = pa.ipc.new_stream(str(out), FEATURES.arrow_schema) if p.staging is not None and out is not None else None
     try:
         for rb in _staged(p):
             _hash_rows(h, rb, cols, lo)

@@ -62,6 +62,8 @@ class Catalog:
     #: them (None: read from the table when first asked).
     split_cols: dict[str, np.ndarray] | None = None
     presence: dict[str, np.ndarray] | None = None
+    #: Whether the source named any media file (such a catalog is not kept by the table cache).
+    media_listed: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -339,7 +341,8 @@ def _rows_to_catalog(recs: Iterable[dict[str, Any]], src_info: dict[str, Any], *
             info["groups"] = gi["groups"]
     return Catalog(dataset=ds, fingerprint=h.hexdigest()[:32], source=source, root=root, info=info, skips=skips,
                    problem_ids=skips.ids, category_names=category_names, product_names=product_names,
-                   task_sets=task_sets, cls_sets=cls_sets, split_cols=cols, presence=p1.presence_arrays())
+                   task_sets=task_sets, cls_sets=cls_sets, split_cols=cols, presence=p1.presence_arrays(),
+                   media_listed=p1.has_media)
 
 
 def _task_sets(item_ids: list[str], categories: list[str], products: list[str], cols: dict[str, np.ndarray],
@@ -413,7 +416,7 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
     in ``catalog.problem_ids``); a broken whole file, or a source with no usable listing, raises
     :class:`~bench.data.errors.CatalogError` (:class:`~bench.data.errors.EmptyCatalogError` for the latter).
     """
-    from bench.data import sources
+    from bench.data import sources, table_cache
     from bench.data.loaders import check_encoding
 
     kind, arg = parse_source(source)
@@ -424,13 +427,11 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
     skips = Problems()
     opts = sources.ReadOptions(encoding=encoding, split_seed=split_seed, progress=progress,
                                resplit=eval_fraction is not None or split_seed is not None)
-    read = sources.get(kind).read(arg, skips, opts)
-    recs, src_info, name, root, sseed = read.records, read.info, read.name, read.root, read.split_seed
-    gi = src_info.get("generator_info") or {}
-    if isinstance(gi.get("split"), dict) and "eval_fraction" in gi["split"]:
-        src_info["eval_fraction"] = gi["split"]["eval_fraction"]
-    cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed, progress=progress,
-                           eval_fraction=None if eval_fraction is None else float(eval_fraction))
+    src = sources.get(kind)
+    key = src.cache_key(arg, {"encoding": encoding, "split_seed": split_seed, "eval_fraction": eval_fraction})
+    cat = None if key is None else table_cache.load(key)
+    if cat is None:
+        cat = _build(src, arg, skips, opts, eval_fraction, key)
     if progress:
         from bench.console import err_console
         from bench.data.report import load_summary, unknown_columns_warning
@@ -440,3 +441,35 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
         if warning:
             err_console.print(f"[yellow]warning:[/] {warning}")
     return cat
+
+
+def _build(src: Any, arg: str, skips: Problems, opts: Any, eval_fraction: float | None, key: str | None) -> Catalog:
+    """Read the source and build its catalog; with a cache ``key``, in a work folder that becomes
+    the cached table (unless the source names media files)."""
+    import shutil
+
+    from bench.data import table_cache
+
+    read = src.read(arg, skips, opts)
+    recs, src_info, name, root, sseed = read.records, read.info, read.name, read.root, read.split_seed
+    gi = src_info.get("generator_info") or {}
+    if isinstance(gi.get("split"), dict) and "eval_fraction" in gi["split"]:
+        src_info["eval_fraction"] = gi["split"]["eval_fraction"]
+    work = None if key is None else table_cache.work_dir(key)
+    try:
+        cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed,
+                               progress=opts.progress, eval_fraction=None if eval_fraction is None else float(eval_fraction),
+                               work=work)
+        if work is None:
+            return cat
+        if not cat.media_listed:
+            return table_cache.save(cat, key, work)
+        if cat.dataset.cache_files:  # staged to disk: media checks belong to every load, so keep it in memory
+            import datasets
+
+            cat.dataset = datasets.Dataset(cat.dataset.data.table.combine_chunks())
+        return cat
+    finally:
+        if work is not None and work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+

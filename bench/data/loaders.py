@@ -156,12 +156,18 @@ def clean_label(v: Any, problems: set[str] | None = None) -> str | None:
 
 
 def clean_table(v: Any, problems: set[str]) -> list[dict[str, str]]:
+    # A pv string's keys and values are its own substrings: one check of the whole string decides
+    # (a JSON text's escapes can produce invalid text, so its entities are checked one by one).
+    whole = isinstance(v, str) and v.strip()[:1] not in ("{", "[")
+    if whole and len(v) > 1 and not is_utf8(v):
+        problems.add("pv_malformed")
+        return []
     try:
         ents = table_from_any(v)
     except PvError:
         problems.add("pv_malformed")
         return []
-    if not all(is_utf8(e["key"]) and is_utf8(e["value"]) for e in ents):
+    if not whole and not all(is_utf8(e["key"]) and is_utf8(e["value"]) for e in ents):
         problems.add("pv_malformed")
         return []
     return ents

@@ -60,6 +60,11 @@ class Source:
     def cached(self, arg: str) -> bool:
         return True
 
+    def cache_key(self, arg: str, options: dict[str, Any]) -> str | None:
+        """The key under which the built table of ``arg`` read with ``options`` is kept on disk
+        (:mod:`bench.data.table_cache`), or None: built at every load."""
+        return None
+
     def slug(self, arg: str) -> str:
         return arg
 
@@ -108,6 +113,12 @@ class M5ProductSource(Source):
         root = Path(arg).expanduser().resolve()
         recs, info = open_m5product(root, skips, opts.encoding)
         return SourceRead(recs, info, f"m5product:{root}", root, opts.split_seed or 0)
+
+    def cache_key(self, arg: str, options: dict[str, Any]) -> str | None:
+        from bench.data.table_cache import folder_key
+
+        root = Path(arg).expanduser().resolve()
+        return folder_key(root, options) if root.is_dir() else None
 
     def slug(self, arg: str) -> str:
         return Path(arg).stem or Path(arg).name
