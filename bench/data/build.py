@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from bench.data.loaders import Problems
 from bench.data.schema import FEATURES, MEDIA_COLUMNS
 
-BATCH_ROWS = 50_000
+BATCH_ROWS = 20_000
 LISTING_COLUMNS = ("item_id", "product_id", "category", "title", "table", "image", "video", "audio")
 _ENC = json.encoder.encode_basestring  # what json.dumps(..., ensure_ascii=False) applies to a str
 _SEGMENTS = ("_fp_a", "_fp_b", "_fp_c")

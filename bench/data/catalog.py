@@ -349,14 +349,15 @@ def _task_sets(item_ids: list[str], categories: list[str], products: list[str], 
                src_info: dict[str, Any]) -> tuple[dict | None, dict | None]:
     """The evaluation sets from the source's lists, or ``(None, None)`` where they are exactly the
     ones the split columns give (then nothing about the catalog changes)."""
-    from bench.data.tasks import EVAL_SPLITS, build_task_sets, cls_rows, default_task_sets
+    from bench.data.tasks import EVAL_SPLITS, RowIndex, build_task_sets, cls_rows, default_task_sets
 
     lists = src_info.get("split_lists") or {}
     if not lists:
         return None, None
+    index = RowIndex(item_ids)
     sets = build_task_sets(item_ids, categories, products, cols, lists, src_info.get("release_lists") or (),
-                           src_info.get("gt_labels") or {})
-    cls = {sp: cls_rows(cols, lists, item_ids, categories, sp) for sp in EVAL_SPLITS}
+                           src_info.get("gt_labels") or {}, index=index)
+    cls = {sp: cls_rows(cols, lists, item_ids, categories, sp, index=index) for sp in EVAL_SPLITS}
     plain = default_task_sets(cols)
     same = all(a.positives is None and b.leave_one_out == a.leave_one_out and np.array_equal(a.query, b.query)
                and np.array_equal(a.gallery, b.gallery) for k, a in sets.items() for b in [plain[k]])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,6 +31,9 @@ from bench.data.loaders import (FINE_GT_NAMES, ID_INFO_KEYS, ID_INFO_NAMES, LABE
                                 read_text, release_folder_of, resolve_media)
 from bench.data.release import (SUBSET_GT_NAMES, find_precomputed_dirs, find_region_tsvs, find_release_lists,
                                 release_list_names, unrecognised_entries)
+
+#: id_info members read (and their ids copied together, :func:`_compact_ids`) at a time.
+COMPACT_EVERY = 20_000
 
 
 def iter_jsonl_lines(path: Path, encoding: str | None = None) -> Iterator[tuple[int, dict]]:
@@ -192,20 +196,31 @@ def _id_info_stream(id_path: Path, encoding: str | None, unknown: dict[str, None
         load_json(id_path, encoding)  # a syntax error is reported as the whole-file reader does
         raise CatalogError("expected an object {item_id: {title, pv, label}}", path=id_path)
     dups: list[str] = []
-    for key, rec in iter_members(id_path, encoding, hook=_FirstWins):
-        iid = key.strip()
-        if not isinstance(rec, dict):
-            raise CatalogError(f"entry {iid!r} is not an object", path=id_path)
-        _note_unknown(unknown, rec, ID_INFO_KEYS)
-        if iid in seen:
-            dups.append(iid)
-            continue
-        seen[iid] = None
-        r = new_record(iid)
-        _fill_from_id_info(r, rec, False)
-        yield finish(r)
+    members = iter_members(id_path, encoding, hook=_FirstWins)
+    while chunk := list(islice(members, COMPACT_EVERY)):
+        for iid, (_, rec) in zip(_compact_ids([k.strip() for k, _ in chunk]), chunk):
+            if not isinstance(rec, dict):
+                raise CatalogError(f"entry {iid!r} is not an object", path=id_path)
+            _note_unknown(unknown, rec, ID_INFO_KEYS)
+            if iid in seen:
+                dups.append(iid)
+                continue
+            seen[iid] = None
+            r = new_record(iid)
+            _fill_from_id_info(r, rec, False)
+            yield finish(r)
     for iid in dups:
         skips.add("duplicate_item_id", iid)
+
+
+def _compact_ids(ids: list[str]) -> list[str]:
+    """Fresh copies of ``ids``, allocated one after another: the ids live as long as the catalog,
+    and left where the parser put them (between the batch's titles and tables, which are freed)
+    they would keep nearly all of the parser's memory from being reused."""
+    fresh = "\x00".join(ids).split("\x00")
+    if len(fresh) != len(ids):  # an id holds the separator
+        fresh = [i.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass") for i in ids]
+    return fresh
 
 
 def open_m5product(root: Path, skips: Problems, encoding: str | None = None) -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
