@@ -21,6 +21,10 @@ from bench.data.errors import CatalogError
 
 CHUNK_BYTES = 1 << 24
 _WS = re.compile(r"[ \t\n\r]*")
+#: A key and its colon; in a string value ``\"`` followed by ``:`` matches too, which only errs
+#: towards the slow path below.
+_KEY_COLON = re.compile(r'"[ \t\n\r]*:')
+_PLAIN = json.JSONDecoder()
 
 
 class _Window:
@@ -37,6 +41,7 @@ class _Window:
             raise CatalogError(f"cannot read: {exc.strerror}", path=path) from None
         self.text, self.pos, self.read_bytes, self.eof, self.first = "", 0, 0, False, True
         self.json = json.JSONDecoder(object_pairs_hook=hook)
+        self.hooked = hook is not dict
 
     def close(self) -> None:
         self.fh.close()
@@ -73,6 +78,17 @@ class _Window:
                 left -= len(block)
         return n
 
+    def _decode_flat(self) -> tuple[Any, int]:
+        """``raw_decode`` with the hook, fast for a flat object: decoded without the hook (in C)
+        and kept when the text holds no more key-colon pairs than the object has keys, so no key
+        was repeated (a repeat is where the hook's first-wins rule differs); otherwise decoded again
+        with the hook."""
+        val, end = _PLAIN.raw_decode(self.text, self.pos)
+        if type(val) is dict and not any(type(v) in (dict, list) for v in val.values()) \
+                and len(_KEY_COLON.findall(self.text, self.pos, end)) == len(val):
+            return val, end  # no repeated key: the hook would build the same mapping
+        return self.json.raw_decode(self.text, self.pos)
+
     def _decode_error(self, offset: int, exc: UnicodeDecodeError) -> CatalogError:
         bad = exc.object[exc.start : min(exc.end, exc.start + 4)].hex(" ")
         return CatalogError(f"not valid {self.codec} text at byte {offset} (bytes {bad}); if the file uses another "
@@ -108,6 +124,8 @@ class _Window:
             try:
                 if key:
                     val, end = json.decoder.scanstring(self.text, self.pos + 1)
+                elif self.hooked:
+                    val, end = self._decode_flat()
                 else:
                     val, end = self.json.raw_decode(self.text, self.pos)
                 # A value that ends at the window's edge may be cut (a number): read on to be sure.
