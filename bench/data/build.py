@@ -159,27 +159,14 @@ def _batch(p: Pass1, batch: list[dict[str, Any]], cache: Any, canon: dict[str, s
     checks = cache.check(items, progress=progress and len(items) > 500) if items else {}
     segs: tuple[list[str], list[str], list[str]] = ([], [], [])
     for r in kept:
-        media: dict[str, Any] = {}
-        for k in MEDIA_COLUMNS:
-            path = r[k]
-            if path is None:
-                continue
-            chk = checks[path]
-            if not chk.ok:
-                p.media.add(chk.reason, r["item_id"])
-                r[k] = None
-                continue
-            try:
-                rel = os.path.relpath(path, root)
-            except ValueError:
-                rel = path
-            media[k] = [rel, chk.size, chk.sha1]
+        media = _checked_media(p, r, checks, root) if items else {}
         r["product_id"] = r["product_id"] or r["item_id"]
         r["category"] = canon.setdefault(r["category"], r["category"])
         r["table"] = r["table"] or []
-        for s, part in zip(segs, fp_segments(r, media)):
-            s.append(part)
-    cols: dict[str, list] = {c: [r[c] for r in kept] for c in LISTING_COLUMNS}
+        if items:
+            for s, part in zip(segs, fp_segments(r, media)):
+                s.append(part)
+    cols: dict[str, Any] = {c: [r[c] for r in kept] for c in LISTING_COLUMNS}
     p.item_ids += cols["item_id"]
     p.product_ids += cols["product_id"]
     p.categories += cols["category"]
@@ -187,8 +174,66 @@ def _batch(p: Pass1, batch: list[dict[str, Any]], cache: Any, canon: dict[str, s
         test = bool if col in ("title", "table") else (lambda v: v is not None)
         p.presence[code].append(np.fromiter((test(v) for v in cols[col]), dtype=bool, count=len(kept)))
     p.has_media = p.has_media or bool(items)
-    cols.update(zip(_SEGMENTS, segs))
-    return pa.RecordBatch.from_pydict(cols, schema=_staging_schema())
+    listing = pa.RecordBatch.from_pydict(cols, schema=_listing_schema())
+    if not items:  # no media: the fingerprint pieces from the Arrow columns, without a loop per row
+        segs = arrow_segments(listing)
+    return pa.RecordBatch.from_arrays(listing.columns + [x if isinstance(x, pa.Array) else pa.array(x, pa.string())
+                                                        for x in segs],
+                                      schema=_staging_schema())
+
+
+def _checked_media(p: Pass1, r: dict[str, Any], checks: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The fingerprint value of each media file of ``r`` that passed its check; a failed one is
+    counted and dropped from the listing."""
+    media: dict[str, Any] = {}
+    for k in MEDIA_COLUMNS:
+        path = r[k]
+        if path is None:
+            continue
+        chk = checks[path]
+        if not chk.ok:
+            p.media.add(chk.reason, r["item_id"])
+            r[k] = None
+            continue
+        try:
+            rel = os.path.relpath(path, root)
+        except ValueError:
+            rel = path
+        media[k] = [rel, chk.size, chk.sha1]
+    return media
+
+
+def json_strings(arr: pa.Array) -> pa.Array:
+    """``json.dumps(s, ensure_ascii=False)`` of every string (``null`` for a null), in Arrow: quote
+    and backslash escaped in bulk, the rare string with a control character encoded in Python."""
+    esc = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+    out = pc.binary_join_element_wise('"', esc, '"', "").fill_null("null")
+    ctrl = pc.match_substring_regex(arr, "[\\x00-\\x1f]").fill_null(False)
+    if pc.any(ctrl).as_py():
+        vals = out.to_pylist()
+        for i in np.flatnonzero(ctrl.to_numpy(zero_copy_only=False)).tolist():
+            vals[i] = _ENC(arr[i].as_py())
+        out = pa.array(vals, pa.string())
+    return out
+
+
+def _json_tables(col: pa.ListArray) -> pa.Array:
+    ents = col.flatten()
+    text = pc.binary_join_element_wise('{"key": ', json_strings(ents.field("key")), ', "value": ',
+                                       json_strings(ents.field("value")), "}", "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(col.offsets, text), ", ")
+    return pc.binary_join_element_wise("[", joined, "]", "")
+
+
+def arrow_segments(listing: pa.RecordBatch) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """:func:`fp_segments` of every row of a batch without media files, computed on its columns."""
+    col = {c: listing.column(c) for c in LISTING_COLUMNS}
+    a = pc.binary_join_element_wise('{"audio": null, "category": ', json_strings(col["category"]), ', "cls_split": ', "")
+    b = pc.binary_join_element_wise(', "image": null, "item_id": ', json_strings(col["item_id"]), ', "product_id": ',
+                                    json_strings(col["product_id"]), ', "split": ', "")
+    c = pc.binary_join_element_wise(', "table": ', _json_tables(col["table"]), ', "title": ',
+                                    json_strings(col["title"]), ', "video": null}', "")
+    return a, b, c
 
 
 _TOK = {"cls_split": ("null", '"train"', '"test"'), "split": ('"pretrain"', '"eval"')}
