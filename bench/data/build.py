@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bench.data.loaders import Problems
+from bench.data.pv_arrow import TABLE_TYPE, PvText, merge_tables, parse_pv_batch
 from bench.data.schema import FEATURES, MEDIA_COLUMNS
 
 BATCH_ROWS = 20_000
@@ -150,11 +151,12 @@ def _batch(p: Pass1, batch: list[dict[str, Any]], cache: Any, canon: dict[str, s
             p.labels.add("label_not_utf8" if "label_not_utf8" in r["problems"] else "label_missing", r["item_id"])
         else:
             kept.append(r)
+    if not kept:
+        return None
+    deferred, parsed = _parse_deferred(kept)
     for r in kept:
         for reason in sorted(r["problems"]):
             p.problems.add(reason, r["item_id"])
-    if not kept:
-        return None
     items = [(r[k], k) for r in kept for k in MEDIA_COLUMNS if r[k] is not None]
     checks = cache.check(items, progress=progress and len(items) > 500) if items else {}
     segs: tuple[list[str], list[str], list[str]] = ([], [], [])
@@ -162,7 +164,8 @@ def _batch(p: Pass1, batch: list[dict[str, Any]], cache: Any, canon: dict[str, s
         media = _checked_media(p, r, checks, root) if items else {}
         r["product_id"] = r["product_id"] or r["item_id"]
         r["category"] = canon.setdefault(r["category"], r["category"])
-        r["table"] = r["table"] or []
+        if not isinstance(r["table"], PvText):
+            r["table"] = r["table"] or []
         if items:
             for s, part in zip(segs, fp_segments(r, media)):
                 s.append(part)
@@ -170,16 +173,35 @@ def _batch(p: Pass1, batch: list[dict[str, Any]], cache: Any, canon: dict[str, s
     p.item_ids += cols["item_id"]
     p.product_ids += cols["product_id"]
     p.categories += cols["category"]
-    for code, col in (("T", "title"), ("Tab", "table"), ("I", "image"), ("V", "video"), ("A", "audio")):
-        test = bool if col in ("title", "table") else (lambda v: v is not None)
+    cols["table"] = merge_tables(cols["table"], deferred, parsed)
+    p.presence["Tab"].append(pc.greater(pc.list_value_length(cols["table"]), 0).to_numpy(zero_copy_only=False))
+    for code, col in (("T", "title"), ("I", "image"), ("V", "video"), ("A", "audio")):
+        test = bool if col == "title" else (lambda v: v is not None)
         p.presence[code].append(np.fromiter((test(v) for v in cols[col]), dtype=bool, count=len(kept)))
     p.has_media = p.has_media or bool(items)
-    listing = pa.RecordBatch.from_pydict(cols, schema=_listing_schema())
+    listing = pa.RecordBatch.from_arrays([cols[c] if isinstance(cols[c], pa.Array) else pa.array(cols[c], f.type)
+                                          for c, f in zip(LISTING_COLUMNS, _listing_schema())], schema=_listing_schema())
     if not items:  # no media: the fingerprint pieces from the Arrow columns, without a loop per row
         segs = arrow_segments(listing)
     return pa.RecordBatch.from_arrays(listing.columns + [x if isinstance(x, pa.Array) else pa.array(x, pa.string())
                                                         for x in segs],
                                       schema=_staging_schema())
+
+
+def _parse_deferred(kept: list[dict[str, Any]]) -> tuple[np.ndarray, pa.ListArray]:
+    """Parse the batch's pv strings left to it (:class:`~bench.data.pv_arrow.PvText`) at once:
+    their positions and tables; a malformed one is counted on its listing."""
+    deferred = np.fromiter((i for i, r in enumerate(kept) if isinstance(r["table"], PvText)), dtype=np.int64)
+    if not len(deferred):
+        return deferred, pa.array([], TABLE_TYPE)
+    parsed, bad = parse_pv_batch([str(kept[i]["table"]) for i in deferred.tolist()])
+    for j in np.flatnonzero(bad).tolist():
+        kept[int(deferred[j])]["problems"].add("pv_malformed")
+    if any(r[k] is not None for r in kept for k in MEDIA_COLUMNS):  # the row-by-row path wants lists
+        for i, t in zip(deferred.tolist(), parsed.to_pylist()):
+            kept[i]["table"] = t
+        return np.zeros(0, dtype=np.int64), pa.array([], TABLE_TYPE)
+    return deferred, parsed
 
 
 def _checked_media(p: Pass1, r: dict[str, Any], checks: dict[str, Any], root: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from bench.data.loaders import (FINE_GT_NAMES, ID_INFO_KEYS, ID_INFO_NAMES, LABE
                                 _FirstWins, _gt_labels, _meta_records, _note_unknown, clean_label, clean_table,
                                 clean_title, column_hints, load_json, new_record, read_id_list, read_split_lists,
                                 read_text, release_folder_of, resolve_media)
+from bench.data.pv_arrow import PvText
 from bench.data.release import (SUBSET_GT_NAMES, find_precomputed_dirs, find_region_tsvs, find_release_lists,
                                 release_list_names, unrecognised_entries)
 
@@ -83,8 +84,9 @@ def _check_folder(root: Path) -> tuple[Path | None, Path | None]:
     return meta_path, id_path
 
 
-def _fill_from_id_info(r: dict[str, Any], rec: dict, titled: bool) -> None:
-    """id_info fills what the listing lacks (problems are counted once per listing)."""
+def _fill_from_id_info(r: dict[str, Any], rec: dict, titled: bool, defer_pv: bool = False) -> None:
+    """id_info fills what the listing lacks (problems are counted once per listing). ``defer_pv``:
+    leave a pv string to the batch (:class:`~bench.data.pv_arrow.PvText`)."""
     if r["title"] is None and "title" in rec:
         found: set[str] = set()
         r["title"] = clean_title(rec.get("title"), found)
@@ -92,7 +94,8 @@ def _fill_from_id_info(r: dict[str, Any], rec: dict, titled: bool) -> None:
             found.discard("title_empty")
         r["problems"] |= found
     if r["table"] is None and "pv" in rec:
-        r["table"] = clean_table(rec.get("pv"), r["problems"])
+        pv = rec.get("pv")
+        r["table"] = PvText(pv) if defer_pv and type(pv) is str else clean_table(pv, r["problems"])
     if r["category"] is None:
         r["category"] = clean_label(rec.get("label"), r["problems"])
 
@@ -156,7 +159,8 @@ def _id_info_whole(id_path: Path, encoding: str | None, unknown: dict[str, None]
 
 
 def _records(root: Path, meta_path: Path | None, id_path: Path | None, skips: Problems, encoding: str | None,
-             unknown: dict[str, None], unknown_id: dict[str, None], finish: _Finisher) -> Iterator[dict[str, Any]]:
+             unknown: dict[str, None], unknown_id: dict[str, None], finish: _Finisher,
+             defer_pv: bool) -> Iterator[dict[str, Any]]:
     seen: dict[str, None] = {}
     side = _id_info_whole(id_path, encoding, unknown_id) if meta_path is not None and id_path is not None else None
     if meta_path is not None:
@@ -185,11 +189,11 @@ def _records(root: Path, meta_path: Path | None, id_path: Path | None, skips: Pr
             for iid in side.duplicates:
                 skips.add("duplicate_item_id", str(iid).strip())
         return
-    yield from _id_info_stream(id_path, encoding, unknown_id, seen, skips, finish)
+    yield from _id_info_stream(id_path, encoding, unknown_id, seen, skips, finish, defer_pv)
 
 
 def _id_info_stream(id_path: Path, encoding: str | None, unknown: dict[str, None], seen: dict[str, None],
-                    skips: Problems, finish: _Finisher) -> Iterator[dict[str, Any]]:
+                    skips: Problems, finish: _Finisher, defer_pv: bool) -> Iterator[dict[str, Any]]:
     from bench.data.jsonstream import iter_members, top_level_kind
 
     if top_level_kind(id_path) != "{":
@@ -207,7 +211,7 @@ def _id_info_stream(id_path: Path, encoding: str | None, unknown: dict[str, None
                 continue
             seen[iid] = None
             r = new_record(iid)
-            _fill_from_id_info(r, rec, False)
+            _fill_from_id_info(r, rec, False, defer_pv)
             yield finish(r)
     for iid in dups:
         skips.add("duplicate_item_id", iid)
@@ -223,9 +227,12 @@ def _compact_ids(ids: list[str]) -> list[str]:
     return fresh
 
 
-def open_m5product(root: Path, skips: Problems, encoding: str | None = None) -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
+def open_m5product(root: Path, skips: Problems, encoding: str | None = None, *,
+                   defer_pv: bool = False) -> tuple[Iterator[dict[str, Any]], dict[str, Any]]:
     """``(records, info)`` of a release folder; ``records`` is lazy and fills the rest of ``info``
-    (``product_ids``, ``unknown_columns``, ``column_hints``) when exhausted."""
+    (``product_ids``, ``unknown_columns``, ``column_hints``) when exhausted. ``defer_pv``: an
+    id_info pv string is left to the catalog build, which parses a batch of them at once (the
+    record's ``table`` is then a :class:`~bench.data.pv_arrow.PvText`)."""
     root = Path(root).expanduser().resolve()
     meta_path, id_path = _check_folder(root)
     info: dict[str, Any] = {"files": {}}
@@ -259,7 +266,7 @@ def open_m5product(root: Path, skips: Problems, encoding: str | None = None) -> 
 
     def records() -> Iterator[dict[str, Any]]:
         n = 0
-        for r in _records(root, meta_path, id_path, skips, encoding, unknown, unknown_id, finish):
+        for r in _records(root, meta_path, id_path, skips, encoding, unknown, unknown_id, finish, defer_pv):
             n += 1
             yield r
         if gt is not None:

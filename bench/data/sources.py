@@ -88,7 +88,7 @@ class SyntheticSource(Source):
 
         size, seed = self._size_seed(arg)
         root = ensure_synthetic(size, seed, progress=opts.progress)
-        recs, info = open_m5product(root, skips, opts.encoding)
+        recs, info = open_m5product(root, skips, opts.encoding, defer_pv=True)
         if opts.resplit:
             # The generator's id lists are its hash draw at its own fraction and seed; asked for
             # another split, draw it by the same rule instead of keeping the written lists.
@@ -111,7 +111,7 @@ class M5ProductSource(Source):
         from bench.data.release_read import open_m5product
 
         root = Path(arg).expanduser().resolve()
-        recs, info = open_m5product(root, skips, opts.encoding)
+        recs, info = open_m5product(root, skips, opts.encoding, defer_pv=True)
         return SourceRead(recs, info, f"m5product:{root}", root, opts.split_seed or 0)
 
     def cache_key(self, arg: str, options: dict[str, Any]) -> str | None:
