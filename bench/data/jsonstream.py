@@ -14,8 +14,9 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from bench.data.errors import CatalogError
 
@@ -25,6 +26,9 @@ _WS = re.compile(r"[ \t\n\r]*")
 #: towards the slow path below.
 _KEY_COLON = re.compile(r'"[ \t\n\r]*:')
 _PLAIN = json.JSONDecoder()
+#: Characters that must follow a value before it is taken as complete (a number's cut-off
+#: continuation, ``.`` or ``e+``, is shorter).
+_MARGIN = 8
 
 
 class _Window:
@@ -36,7 +40,7 @@ class _Window:
         self.errors = "surrogateescape" if encoding is None else "strict"
         self.decoder = codecs.getincrementaldecoder(self.codec)(errors=self.errors)
         try:
-            self.fh = open(path, "rb")
+            self.fh = open(path, "rb")  # noqa: SIM115 (closed by the generator that owns it)
         except OSError as exc:
             raise CatalogError(f"cannot read: {exc.strerror}", path=path) from None
         self.text, self.pos, self.read_bytes, self.eof, self.first = "", 0, 0, False, True
@@ -57,7 +61,7 @@ class _Window:
             raise self._decode_error(self.read_bytes - len(self.decoder.getstate()[0]) + exc.start, exc) from None
         self.read_bytes += len(data)
         if self.first and new:
-            new, self.first = new[1:] if new.startswith("\ufeff") else new, False
+            new, self.first = new.removeprefix("\ufeff"), False
         self.text, self.pos = self.text[self.pos:] + new, 0
         self.eof = not data
         return True
@@ -128,8 +132,8 @@ class _Window:
                     val, end = self._decode_flat()
                 else:
                     val, end = self.json.raw_decode(self.text, self.pos)
-                # A value that ends at the window's edge may be cut (a number): read on to be sure.
-                if end < len(self.text) or self.eof:
+                # A number near the window's edge may be cut ("1." of "1.5"): read on to be sure.
+                if end + _MARGIN <= len(self.text) or self.eof:
                     self.pos = end
                     return val
                 err: json.JSONDecodeError | None = None
@@ -165,8 +169,8 @@ def _items(w: _Window) -> Iterator[Any]:
             return
 
 
-def _run(path: Path, encoding: str | None, chunk: int, hook: Callable[[list], Any], body: Callable) -> Iterator[Any]:
-    w = _Window(Path(path), encoding, chunk, hook)
+def _run(path: Path, encoding: str | None, chunk: int | None, hook: Callable[[list], Any], body: Callable) -> Iterator[Any]:
+    w = _Window(Path(path), encoding, chunk or CHUNK_BYTES, hook)
     try:
         w.fill()
         yield from body(w)
@@ -177,14 +181,15 @@ def _run(path: Path, encoding: str | None, chunk: int, hook: Callable[[list], An
 
 
 def iter_members(path: Path, encoding: str | None = None, *, hook: Callable[[list], Any] = dict,
-                 chunk: int = CHUNK_BYTES) -> Iterator[tuple[str, Any]]:
+                 chunk: int | None = None) -> Iterator[tuple[str, Any]]:
     """``(key, value)`` of each member of the file's top-level JSON object, in file order
-    (duplicate keys included: the caller decides). ``hook``: ``object_pairs_hook`` for nested objects."""
+    (duplicate keys included: the caller decides). ``hook``: ``object_pairs_hook`` for nested objects;
+    ``chunk``: bytes read at a time (default :data:`CHUNK_BYTES`)."""
     return _run(path, encoding, chunk, hook, _members)
 
 
 def iter_items(path: Path, encoding: str | None = None, *, hook: Callable[[list], Any] = dict,
-               chunk: int = CHUNK_BYTES) -> Iterator[Any]:
+               chunk: int | None = None) -> Iterator[Any]:
     """Each element of the file's top-level JSON array, in file order."""
     return _run(path, encoding, chunk, hook, _items)
 

@@ -19,19 +19,49 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench.data.errors import CatalogError
-from bench.data.loaders import (FINE_GT_NAMES, ID_INFO_KEYS, ID_INFO_NAMES, LABEL_LIST_NAMES, MEDIA_DIRS,
-                                META_INFO_NAMES, META_KEYS, RELEASE_FILE_NAMES, Problems, _blank, _first,
-                                _FirstWins, _gt_labels, _meta_records, _note_unknown, clean_label, clean_table,
-                                clean_title, column_hints, load_json, new_record, read_id_list, read_split_lists,
-                                read_text, release_folder_of, resolve_media)
+from bench.data.loaders import (
+    FINE_GT_NAMES,
+    ID_INFO_KEYS,
+    ID_INFO_NAMES,
+    LABEL_LIST_NAMES,
+    MEDIA_DIRS,
+    META_INFO_NAMES,
+    META_KEYS,
+    RELEASE_FILE_NAMES,
+    Problems,
+    _blank,
+    _first,
+    _FirstWins,
+    _gt_labels,
+    _meta_records,
+    _note_unknown,
+    clean_label,
+    clean_table,
+    clean_title,
+    column_hints,
+    load_json,
+    new_record,
+    read_id_list,
+    read_split_lists,
+    read_text,
+    release_folder_of,
+    resolve_media,
+)
 from bench.data.pv_arrow import PvText
-from bench.data.release import (SUBSET_GT_NAMES, find_precomputed_dirs, find_region_tsvs, find_release_lists,
-                                release_list_names, unrecognised_entries)
+from bench.data.release import (
+    SUBSET_GT_NAMES,
+    find_precomputed_dirs,
+    find_region_tsvs,
+    find_release_lists,
+    release_list_names,
+    unrecognised_entries,
+)
 
 #: id_info members read (and their ids copied together, :func:`_compact_ids`) at a time.
 COMPACT_EVERY = 20_000
@@ -41,7 +71,7 @@ def iter_jsonl_lines(path: Path, encoding: str | None = None) -> Iterator[tuple[
     """``(line number, record)`` of a JSON-lines file, read line by line (lines as
     :meth:`str.splitlines` counts them; decoding as :func:`bench.data.loaders.read_text`)."""
     try:
-        raw = open(path, "rb")
+        raw = open(path, "rb")  # noqa: SIM115 (closed in the finally below)
     except OSError as exc:
         raise CatalogError(f"cannot read: {exc.strerror}", path=path) from None
     fh = io.TextIOWrapper(raw, encoding=encoding or "utf-8", errors="surrogateescape" if encoding is None else "strict",
