@@ -145,7 +145,13 @@ def save(cat: Any, key: str, work: Path) -> Any:
     (work / _MANIFEST).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8", errors="surrogatepass")
     final = tables_dir() / key
     shutil.rmtree(final, ignore_errors=True)
-    os.replace(work, final)
+    try:
+        os.replace(work, final)
+    except OSError:  # another process kept the same table meanwhile: use its copy
+        other = load(key)
+        if other is None:
+            raise
+        return other
     cat.dataset = datasets.Dataset.from_file(str(final / "catalog.arrow"))
     cat.info["table_cache"] = {"path": str(final), "reused": False}
     return cat
