@@ -15,9 +15,11 @@ recipe and existing fingerprints stay as they were.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -104,6 +106,22 @@ class Pass1:
 
     def presence_arrays(self) -> dict[str, np.ndarray]:
         return {k: np.concatenate(v) if v else np.zeros(0, dtype=bool) for k, v in self.presence.items()}
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector. The build makes millions of short-lived, acyclic
+    objects (records, their sets and tables) next to a few ever-growing containers (the ids); every
+    full collection walks those containers, so with collection on, the build's time grows with the
+    square of the listings (a third of pass 1 at 1.6M listings). Nothing it makes is cyclic, so
+    reference counting frees all of it anyway."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def batched(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

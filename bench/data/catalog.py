@@ -349,7 +349,13 @@ def _task_sets(item_ids: list[str], categories: list[str], products: list[str], 
                src_info: dict[str, Any]) -> tuple[dict | None, dict | None]:
     """The evaluation sets from the source's lists, or ``(None, None)`` where they are exactly the
     ones the split columns give (then nothing about the catalog changes)."""
-    from bench.data.tasks import EVAL_SPLITS, RowIndex, build_task_sets, cls_rows, default_task_sets
+    from bench.data.tasks import (
+        EVAL_SPLITS,
+        RowIndex,
+        build_task_sets,
+        cls_rows,
+        default_task_sets,
+    )
 
     lists = src_info.get("split_lists") or {}
     if not lists:
@@ -450,6 +456,7 @@ def _build(src: Any, arg: str, skips: Problems, opts: Any, eval_fraction: float 
     import shutil
 
     from bench.data import table_cache
+    from bench.data.build import gc_paused
 
     read = src.read(arg, skips, opts)
     recs, src_info, name, root, sseed = read.records, read.info, read.name, read.root, read.split_seed
@@ -458,9 +465,10 @@ def _build(src: Any, arg: str, skips: Problems, opts: Any, eval_fraction: float 
         src_info["eval_fraction"] = gi["split"]["eval_fraction"]
     work = None if key is None else table_cache.work_dir(key)
     try:
-        cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed,
-                               progress=opts.progress, eval_fraction=None if eval_fraction is None else float(eval_fraction),
-                               work=work)
+        with gc_paused():
+            cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed,
+                                   progress=opts.progress,
+                                   eval_fraction=None if eval_fraction is None else float(eval_fraction), work=work)
         if work is None:
             return cat
         if not cat.media_listed:

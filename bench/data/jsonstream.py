@@ -136,13 +136,16 @@ class _Window:
                 if end + _MARGIN <= len(self.text) or self.eof:
                     self.pos = end
                     return val
-                err: json.JSONDecodeError | None = None
+                err: tuple[str, int] | None = None
             except json.JSONDecodeError as exc:
-                err = exc
+                # Keep the message, not the exception: its traceback and text would form a cycle
+                # that keeps this window's text alive while the build pauses the collector.
+                err = (exc.msg, exc.pos)
             if not self.fill():
                 assert err is not None
-                truncated = err.pos >= len(self.text) - 1 or "Unterminated" in err.msg
-                raise self.error(err.msg + (" (the file ends inside it: truncated?)" if truncated else ""), err.pos)
+                msg, pos = err
+                truncated = pos >= len(self.text) - 1 or "Unterminated" in msg
+                raise self.error(msg + (" (the file ends inside it: truncated?)" if truncated else ""), pos)
 
 
 def _members(w: _Window) -> Iterator[tuple[str, Any]]:
