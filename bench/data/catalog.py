@@ -17,7 +17,6 @@ content and prints a summary with the per-reason counts of listing-level problem
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import numpy as np
 
 from bench.data.errors import CatalogError, EmptyCatalogError
 from bench.data.loaders import Problems
-from bench.data.schema import COLUMNS, EVAL, FEATURES, MEDIA_COLUMNS, PRETRAIN
+from bench.data.schema import EVAL, FEATURES, PRETRAIN
 
 SPLIT_NAMES = ("pretrain_subset", "pretrain_full", "cls_train", "cls_test", "coarse_query", "fine_query", "gallery")
 #: Bumped when the fingerprint recipe changes, so old caches keyed by it are not reused.
@@ -59,25 +58,42 @@ class Catalog:
     #: lists (:mod:`bench.data.tasks`); None: derived from the split columns.
     task_sets: dict[tuple[str, str], Any] | None = None
     cls_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    #: The split columns as compact arrays and ``bool[N]`` per modality code, where the build kept
+    #: them (None: read from the table when first asked).
+    split_cols: dict[str, np.ndarray] | None = None
+    presence: dict[str, np.ndarray] | None = None
+    #: Whether the source named any media file (such a catalog is not kept by the table cache).
+    media_listed: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     @cached_property
     def _columns(self) -> dict[str, np.ndarray]:
-        cols = ("category", "product_id", "split", "subset", "cls_split", "coarse_query", "fine_query")
-        d = self.dataset.select_columns(list(cols)).to_dict()
-        return {k: np.asarray(d[k], dtype=object) for k in cols}
+        """The split columns as compact arrays (shared strings, bools), from the build or the table."""
+        if self.split_cols is not None:
+            return self.split_cols
+        cols = ("split", "subset", "cls_split", "coarse_query", "fine_query")
+        return compact_split_columns({k: self.dataset.data.column(k).to_pylist() for k in cols})
+
+    def _codes(self, column: str, names: list[str]) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        col = self.dataset.data.column(column) if self.dataset._indices is None else pa.chunked_array(
+            [pa.array(self.dataset[column], pa.string())])
+        codes = pc.index_in(col, value_set=pa.array(names, pa.string()))
+        if codes.null_count:
+            raise CatalogError(f"{self.source}: a {column} value is missing from the catalog's names")
+        return codes.to_numpy().astype(np.int64)
 
     def category_ids(self) -> np.ndarray:
         """Contiguous category id per row (index into :attr:`category_names`), int64."""
-        lut = {c: i for i, c in enumerate(self.category_names)}
-        return np.fromiter((lut[c] for c in self._columns["category"]), dtype=np.int64, count=len(self))
+        return self._codes("category", self.category_names)
 
     def product_ids(self) -> np.ndarray:
         """Contiguous product id per row (index into :attr:`product_names`), int64."""
-        lut = {c: i for i, c in enumerate(self.product_names)}
-        return np.fromiter((lut[c] for c in self._columns["product_id"]), dtype=np.int64, count=len(self))
+        return self._codes("product_id", self.product_names)
 
     def split_indices(self, name: str) -> np.ndarray:
         """Sorted int64 row indices of a named split: ``pretrain_subset``, ``pretrain_full``,
@@ -139,9 +155,12 @@ class Catalog:
         """``bool[N]``: which listings carry modality ``code`` (I, T, Tab, V, A) by the catalog's own
         columns (a non-empty title or table, a media path), before any media is decoded."""
         col = {"I": "image", "T": "title", "Tab": "table", "V": "video", "A": "audio"}[code]
-        values = self.dataset[col]
-        test = bool if code in ("T", "Tab") else (lambda x: x is not None)
-        has = np.fromiter((test(x) for x in values), dtype=bool, count=len(values))
+        if self.presence is not None:
+            has = self.presence[code]
+        else:
+            values = self.dataset[col]
+            test = bool if code in ("T", "Tab") else (lambda x: x is not None)
+            has = np.fromiter((test(x) for x in values), dtype=bool, count=len(values))
         return has | self._precomputed_has(code)
 
     def _precomputed_has(self, code: str) -> np.ndarray | bool:
@@ -157,7 +176,8 @@ class Catalog:
         cache = self.__dict__.setdefault("_npy_present", {})  # one directory listing per folder
         if folder not in cache:
             stems = {n[:-4] for n in os.listdir(folder) if n.endswith(".npy")}
-            cache[folder] = np.fromiter((i in stems for i in self.dataset["item_id"]), dtype=bool, count=len(self))
+            ids = self.dataset.data.column("item_id").to_pylist() if self.dataset._indices is None else self.dataset["item_id"]
+            cache[folder] = np.fromiter((i in stems for i in ids), dtype=bool, count=len(self))
         return cache[folder]
 
     def modality_presence(self) -> dict[str, float]:
@@ -222,86 +242,51 @@ def ensure_synthetic(size: str, seed: int = 0, *, progress: bool = True) -> Path
     return out
 
 
-def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, source: str, root: Path,
-                     skips: Problems, split_seed: int, progress: bool, eval_fraction: float | None = None) -> Catalog:
+def compact_split_columns(cols: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Split columns as arrays: ``split`` / ``cls_split`` as object arrays of a few shared strings,
+    the flags as ``bool``."""
+    tokens = {"split": ("pretrain", "eval"), "cls_split": (None, "train", "test")}
+    out: dict[str, np.ndarray] = {}
+    for k, v in cols.items():
+        if k in tokens:
+            arr = np.asarray(v, dtype=object)
+            code = np.zeros(len(arr), dtype=np.int8)
+            for i, t in enumerate(tokens[k][1:], 1):
+                code[arr == t] = i
+            out[k] = np.array(tokens[k], dtype=object)[code]
+        else:
+            out[k] = np.asarray(v, dtype=bool)
+    return out
+
+
+def _rows_to_catalog(recs: Iterable[dict[str, Any]], src_info: dict[str, Any], *, source: str, root: Path,
+                     skips: Problems, split_seed: int, progress: bool, eval_fraction: float | None = None,
+                     work: Path | None = None, batch_rows: int | None = None) -> Catalog:
+    """Records -> catalog, in batches (:mod:`bench.data.build`). ``work``: the folder a catalog of
+    more than one batch is written to and memory-mapped from (None: the table stays in memory)."""
     import datasets
 
-    from bench.data.media import ValidationCache
+    from bench.data.build import BATCH_ROWS, run_pass1, run_pass2
     from bench.data.splits import DEFAULT_EVAL_FRACTION, assign_splits
 
-    # Listings without a label cannot be evaluated or trained on: drop them, counted.
-    kept = []
-    for r in recs:
-        if r["category"] is None:
-            skips.add("label_not_utf8" if "label_not_utf8" in r["problems"] else "label_missing", r["item_id"])
-        else:
-            kept.append(r)
-    if not kept:
-        raise _empty_catalog(source, recs, src_info, skips)
-    for r in kept:
-        for reason in sorted(r["problems"]):
-            skips.add(reason, r["item_id"])
-
-    items = [(r[k], k) for r in kept for k in MEDIA_COLUMNS if r[k] is not None]
-    cache = ValidationCache()
-    try:
-        checks = cache.check(items, progress=progress and len(items) > 500)
-    finally:
-        cache.close()
-    for r in kept:
-        for k in MEDIA_COLUMNS:
-            p = r[k]
-            if p is None:
-                continue
-            chk = checks[p]
-            if not chk.ok:
-                skips.add(chk.reason, r["item_id"])
-                r[k] = None
-
-    item_ids = [r["item_id"] for r in kept]
-    product_ids = [r["product_id"] or r["item_id"] for r in kept]
-    categories = [r["category"] for r in kept]
+    p1 = run_pass1(recs, root=root, progress=progress, work=work, batch_rows=batch_rows or BATCH_ROWS)
+    p1.merge_skips(skips)
+    if not p1.item_ids:
+        raise _empty_catalog(source, p1.read, src_info, skips)
+    item_ids, product_ids, categories = p1.item_ids, p1.product_ids, p1.categories
     if eval_fraction is None:
         eval_fraction = src_info.get("eval_fraction")
     split_kwargs = {} if eval_fraction is None else {"eval_fraction": eval_fraction}
     lists = src_info.get("split_lists") or {}
-    cols = assign_splits(item_ids, product_ids, categories, seed=split_seed, lists=lists, **split_kwargs)
-
-    data: dict[str, list] = {
-        "item_id": item_ids,
-        "product_id": product_ids,
-        "category": categories,
-        "title": [r["title"] for r in kept],
-        "table": [r["table"] or [] for r in kept],
-        "image": [r["image"] for r in kept],
-        "video": [r["video"] for r in kept],
-        "audio": [r["audio"] for r in kept],
-        **cols,
-    }
-    assert tuple(data) == COLUMNS
-    # Build the Arrow table directly with the schema's types: Dataset.from_dict would re-encode
-    # every nested table entity in Python.
-    import pyarrow as pa
-
-    ds = datasets.Dataset(pa.Table.from_pydict(data, schema=FEATURES.arrow_schema))
-    assert ds.features == FEATURES
+    cols = compact_split_columns(assign_splits(item_ids, product_ids, categories, seed=split_seed, lists=lists,
+                                               **split_kwargs))
 
     # The fingerprint hashes the rows (media as path relative to the root + size + SHA-1), so it is
     # stable across runs and machines and changes when any listing, split or media byte changes.
     h = hashlib.sha256(f"m5bench-catalog-fp{FINGERPRINT_VERSION}\n".encode())
-    for i in range(len(kept)):
-        row = {k: data[k][i] for k in COLUMNS}
-        for k in MEDIA_COLUMNS:
-            p = row[k]
-            if p is not None:
-                chk = checks[p]
-                try:
-                    rel = os.path.relpath(p, root)
-                except ValueError:
-                    rel = p
-                row[k] = [rel, chk.size, chk.sha1]
-        h.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-        h.update(b"\n")
+    table = run_pass2(p1, cols, h, None if work is None else work / "catalog.arrow")
+    ds = datasets.Dataset.from_file(str(table)) if isinstance(table, Path) else datasets.Dataset(table)
+    assert ds.features == FEATURES
 
     task_sets, cls_sets = _task_sets(item_ids, categories, product_ids, cols, src_info)
     if task_sets is not None:
@@ -313,6 +298,7 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
     category_names = [c for c in dict.fromkeys(label_list) if c in present]
     category_names += sorted(present - set(category_names))
     product_names = sorted(set(product_ids))
+    n_kept = len(item_ids)
 
     gi = src_info.get("generator_info") or {}
     info: dict[str, Any] = {
@@ -329,10 +315,10 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
             "eval_fraction": eval_fraction if eval_fraction is not None else DEFAULT_EVAL_FRACTION,
         },
         "counts": {
-            "listings": len(kept),
+            "listings": n_kept,
             "categories": len(category_names),
             "products": len(product_names),
-            "dropped": len(recs) - len(kept),
+            "dropped": p1.read - n_kept,
         },
         "skips": dict(skips),
         "unknown_columns": list(src_info.get("unknown_columns") or []),
@@ -345,7 +331,7 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
         info["protocol"] = {f"{t}/{sp}": ts.describe() for (t, sp), ts in task_sets.items()}
     what = (f"synthetic {gi.get('size')} catalog (seed {gi.get('seed')}, generator v{gi.get('generator_version')})"
             if gi else source)
-    info["description"] = (f"{what}: {len(kept)} listings, {len(category_names)} categories, "
+    info["description"] = (f"{what}: {n_kept} listings, {len(category_names)} categories, "
                            f"{len(product_names)} products")
     if gi:
         info["generator"] = {k: gi.get(k) for k in ("generator", "generator_version", "seed", "size", "config")}
@@ -355,25 +341,33 @@ def _rows_to_catalog(recs: list[dict[str, Any]], src_info: dict[str, Any], *, so
             info["groups"] = gi["groups"]
     return Catalog(dataset=ds, fingerprint=h.hexdigest()[:32], source=source, root=root, info=info, skips=skips,
                    problem_ids=skips.ids, category_names=category_names, product_names=product_names,
-                   task_sets=task_sets, cls_sets=cls_sets)
+                   task_sets=task_sets, cls_sets=cls_sets, split_cols=cols, presence=p1.presence_arrays(),
+                   media_listed=p1.has_media)
 
 
-def _task_sets(item_ids: list[str], categories: list[str], products: list[str], cols: dict[str, list],
+def _task_sets(item_ids: list[str], categories: list[str], products: list[str], cols: dict[str, np.ndarray],
                src_info: dict[str, Any]) -> tuple[dict | None, dict | None]:
     """The evaluation sets from the source's lists, or ``(None, None)`` where they are exactly the
     ones the split columns give (then nothing about the catalog changes)."""
-    from bench.data.tasks import EVAL_SPLITS, build_task_sets, cls_rows, default_task_sets
+    from bench.data.tasks import (
+        EVAL_SPLITS,
+        RowIndex,
+        build_task_sets,
+        cls_rows,
+        default_task_sets,
+    )
 
     lists = src_info.get("split_lists") or {}
     if not lists:
         return None, None
+    index = RowIndex(item_ids)
     sets = build_task_sets(item_ids, categories, products, cols, lists, src_info.get("release_lists") or (),
-                           src_info.get("gt_labels") or {})
-    cls = {sp: cls_rows(cols, lists, item_ids, categories, sp) for sp in EVAL_SPLITS}
+                           src_info.get("gt_labels") or {}, index=index)
+    cls = {sp: cls_rows(cols, lists, item_ids, categories, sp, index=index) for sp in EVAL_SPLITS}
     plain = default_task_sets(cols)
     same = all(a.positives is None and b.leave_one_out == a.leave_one_out and np.array_equal(a.query, b.query)
                and np.array_equal(a.gallery, b.gallery) for k, a in sets.items() for b in [plain[k]])
-    cs = np.asarray(cols["cls_split"], dtype=object)
+    cs = cols["cls_split"]
     same = same and all(np.array_equal(cls[sp][0], np.flatnonzero(cs == "train"))
                         and np.array_equal(cls[sp][1], np.flatnonzero(cs == "test")) for sp in EVAL_SPLITS)
     return (None, None) if same else (sets, cls)
@@ -398,9 +392,9 @@ def validate_hint(source: str, reason: str) -> str:
     return f"bench data validate {arg if kind != 'synthetic' else source} --list {reason}"
 
 
-def _empty_catalog(source: str, recs: list[dict[str, Any]], src_info: dict[str, Any], skips: Problems) -> EmptyCatalogError:
+def _empty_catalog(source: str, n_records: int, src_info: dict[str, Any], skips: Problems) -> EmptyCatalogError:
     """The one-line refusal of a source with no usable listing: what was read, why it was rejected."""
-    read = len(recs) + skips.get("item_id_missing", 0) + skips.get("duplicate_item_id", 0)
+    read = n_records + skips.get("item_id_missing", 0) + skips.get("duplicate_item_id", 0)
     files = ", ".join(Path(f).name for f in (src_info.get("files") or {}).values()) or "the source"
     if read == 0:
         return EmptyCatalogError(f"{source}: no listings: {files} has no records", skips=skips, read=0)
@@ -429,7 +423,7 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
     in ``catalog.problem_ids``); a broken whole file, or a source with no usable listing, raises
     :class:`~bench.data.errors.CatalogError` (:class:`~bench.data.errors.EmptyCatalogError` for the latter).
     """
-    from bench.data import sources
+    from bench.data import sources, table_cache
     from bench.data.loaders import check_encoding
 
     kind, arg = parse_source(source)
@@ -440,13 +434,11 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
     skips = Problems()
     opts = sources.ReadOptions(encoding=encoding, split_seed=split_seed, progress=progress,
                                resplit=eval_fraction is not None or split_seed is not None)
-    read = sources.get(kind).read(arg, skips, opts)
-    recs, src_info, name, root, sseed = read.records, read.info, read.name, read.root, read.split_seed
-    gi = src_info.get("generator_info") or {}
-    if isinstance(gi.get("split"), dict) and "eval_fraction" in gi["split"]:
-        src_info["eval_fraction"] = gi["split"]["eval_fraction"]
-    cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed, progress=progress,
-                           eval_fraction=None if eval_fraction is None else float(eval_fraction))
+    src = sources.get(kind)
+    key = src.cache_key(arg, {"encoding": encoding, "split_seed": split_seed, "eval_fraction": eval_fraction})
+    cat = None if key is None else table_cache.load(key)
+    if cat is None:
+        cat = _build(src, arg, skips, opts, eval_fraction, key)
     if progress:
         from bench.console import err_console
         from bench.data.report import load_summary, unknown_columns_warning
@@ -456,3 +448,37 @@ def load_catalog(source: str | None = None, *, progress: bool = True, split_seed
         if warning:
             err_console.print(f"[yellow]warning:[/] {warning}")
     return cat
+
+
+def _build(src: Any, arg: str, skips: Problems, opts: Any, eval_fraction: float | None, key: str | None) -> Catalog:
+    """Read the source and build its catalog; with a cache ``key``, in a work folder that becomes
+    the cached table (unless the source names media files)."""
+    import shutil
+
+    from bench.data import table_cache
+    from bench.data.build import gc_paused
+
+    read = src.read(arg, skips, opts)
+    recs, src_info, name, root, sseed = read.records, read.info, read.name, read.root, read.split_seed
+    gi = src_info.get("generator_info") or {}
+    if isinstance(gi.get("split"), dict) and "eval_fraction" in gi["split"]:
+        src_info["eval_fraction"] = gi["split"]["eval_fraction"]
+    work = None if key is None else table_cache.work_dir(key)
+    try:
+        with gc_paused():
+            cat = _rows_to_catalog(recs, src_info, source=name, root=root, skips=skips, split_seed=sseed,
+                                   progress=opts.progress,
+                                   eval_fraction=None if eval_fraction is None else float(eval_fraction), work=work)
+        if work is None:
+            return cat
+        if not cat.media_listed:
+            return table_cache.save(cat, key, work)
+        if cat.dataset.cache_files:  # staged to disk: media checks belong to every load, so keep it in memory
+            import datasets
+
+            cat.dataset = datasets.Dataset(cat.dataset.data.table.combine_chunks())
+        return cat
+    finally:
+        if work is not None and work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+

@@ -22,8 +22,7 @@ from typing import Any, Iterator
 
 from bench.data.errors import CatalogError
 from bench.data.pv import PvError, table_from_any
-from bench.data.release import (SUBSET_GT_NAMES, find_precomputed_dirs, find_region_tsvs, find_release_lists,
-                                release_list_names, unrecognised_entries)
+from bench.data.release import SUBSET_GT_NAMES
 from bench.data.splits import SPLIT_FILES
 
 META_INFO_NAMES = ("meta_info.jsonl", "meta_info.json")
@@ -157,12 +156,18 @@ def clean_label(v: Any, problems: set[str] | None = None) -> str | None:
 
 
 def clean_table(v: Any, problems: set[str]) -> list[dict[str, str]]:
+    # A pv string's keys and values are its own substrings: one check of the whole string decides
+    # (a JSON text's escapes can produce invalid text, so its entities are checked one by one).
+    whole = isinstance(v, str) and v.strip()[:1] not in ("{", "[")
+    if whole and len(v) > 1 and not is_utf8(v):
+        problems.add("pv_malformed")
+        return []
     try:
         ents = table_from_any(v)
     except PvError:
         problems.add("pv_malformed")
         return []
-    if not all(is_utf8(e["key"]) and is_utf8(e["value"]) for e in ents):
+    if not whole and not all(is_utf8(e["key"]) and is_utf8(e["value"]) for e in ents):
         problems.add("pv_malformed")
         return []
     return ents
@@ -315,158 +320,15 @@ def _note_unknown(seen: dict[str, None], rec: dict, known: tuple[str, ...]) -> N
 
 
 def read_m5product(root: Path, skips: Problems, encoding: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Read the official release layout (also what ``bench data synth`` writes).
+    """Read the official release layout (also what ``bench data synth`` writes) into a list of records.
 
     ``encoding``: the annotation files' text encoding; without it they are read as UTF-8, leniently
-    (a bad title or label is one listing's problem)."""
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        if root.is_file():
-            folder = release_folder_of(root)
-            hint = (f"pass the release folder instead: m5product:{folder}" if folder is not None
-                    else "pass a release folder, or use manifest:PATH for a table of listings")
-            raise CatalogError(f"is a file, not a release folder; {hint}", path=root)
-        raise CatalogError("not a directory", path=root)
-    meta_path, id_path = _first(root, META_INFO_NAMES), _first(root, ID_INFO_NAMES)
-    if meta_path is None and id_path is None:
-        raise CatalogError(f"no annotation file found (expected one of {', '.join(META_INFO_NAMES + ID_INFO_NAMES)})", path=root)
-    recs: dict[str, dict[str, Any]] = {}
-    info: dict[str, Any] = {"files": {}}
-    unknown: dict[str, None] = {}
-    titled: set[str] = set()  # listings whose meta_info record names a title (even as null)
+    (a bad title or label is one listing's problem). :func:`bench.data.release_read.open_m5product`
+    gives the same records as a stream."""
+    from bench.data.release_read import open_m5product
 
-    if meta_path is not None:
-        info["files"]["meta_info"] = str(meta_path)
-        for i, (lineno, rec) in enumerate(_meta_records(meta_path, encoding)):
-            _note_unknown(unknown, rec, META_KEYS)
-            iid = rec.get("item_id")
-            if _blank(iid):
-                skips.add("item_id_missing", f"line {lineno}" if lineno else f"record {i}")
-                continue
-            iid = str(iid).strip()
-            if iid in recs or rec.get("__duplicate__"):
-                skips.add("duplicate_item_id", iid)
-                continue
-            r = new_record(iid)
-            r["title"] = clean_title(rec.get("caption", rec.get("title")), r["problems"])
-            if "caption" in rec or "title" in rec:
-                titled.add(iid)
-            r["category"] = clean_label(rec.get("label"), r["problems"])
-            tab = rec.get("tabular", rec.get("pv"))
-            r["table"] = None if tab is None else clean_table(tab, r["problems"])
-            for kind in ("image", "video", "audio"):
-                if kind in rec:  # named (or explicitly null): do not look in the conventional folder
-                    r[kind] = resolve_media(rec[kind], root)
-                    r["media_explicit"].add(kind)
-            recs[iid] = r
-
-    if id_path is not None:
-        info["files"]["id_info"] = str(id_path)
-        obj = load_json(id_path, encoding)
-        if not isinstance(obj, dict):
-            raise CatalogError("expected an object {item_id: {title, pv, label}}", path=id_path)
-        for iid, rec in obj.items():
-            iid = str(iid).strip()
-            if not isinstance(rec, dict):
-                raise CatalogError(f"entry {iid!r} is not an object", path=id_path)
-            _note_unknown(unknown, rec, ID_INFO_KEYS)
-            r = recs.get(iid)
-            if r is None:
-                r = recs[iid] = new_record(iid)
-            # meta_info wins; id_info fills what it lacks (problems are counted once per listing).
-            if r["title"] is None and "title" in rec:
-                found: set[str] = set()
-                r["title"] = clean_title(rec.get("title"), found)
-                if iid in titled:  # meta_info said "no title": id_info's "" is the same absence
-                    found.discard("title_empty")
-                r["problems"] |= found
-            if r["table"] is None and "pv" in rec:
-                r["table"] = clean_table(rec.get("pv"), r["problems"])
-            if r["category"] is None:
-                r["category"] = clean_label(rec.get("label"), r["problems"])
-        for iid in getattr(obj, "duplicates", None) or ():
-            skips.add("duplicate_item_id", str(iid).strip())
-
-    for r in recs.values():
-        if r["table"] is None:
-            r["table"] = []
-        if r["title"] is not None:
-            r["problems"].discard("title_empty")  # another source gave the title
-        if r["category"] is not None:
-            r["problems"].discard("label_not_utf8")
-
-    # Conventional media locations for kinds the annotation did not name. Every M5Product listing
-    # has an image, so an image missing from the image folder is a broken listing (its path is kept
-    # and the media check counts it as image_missing); video and audio exist for some listings only.
-    for kind, (dirs, ext) in MEDIA_DIRS.items():
-        d = next((root / x for x in dirs if (root / x).is_dir()), None)
-        if d is None:
-            continue
-        for r in recs.values():
-            if kind not in r["media_explicit"]:
-                p = d / f"{r['item_id']}{ext}"
-                if kind == "image" or p.exists():
-                    r[kind] = str(p)
-
-    fine_path = _first(root, FINE_GT_NAMES)
-    if fine_path is not None:
-        info["files"]["fine_grained_gt"] = str(fine_path)
-        gt = _gt_labels(fine_path, encoding)
-        n = 0
-        for iid, lab in gt.items():
-            r = recs.get(iid)
-            if r is not None:
-                r["product_id"] = lab
-                n += 1
-        info["product_ids"] = "annotated" if n == len(recs) else f"annotated for {n} of {len(recs)} listings; item_id elsewhere"
-        info["gt_labels"] = {"fine": gt}
-    else:
-        info["product_ids"] = "item_id (the source has no product annotation)"
-
-    subset_gt = _first(root, SUBSET_GT_NAMES)
-    if subset_gt is not None:
-        # The subset's own ground truth: its keys are the subset, its labels count the positives of
-        # the subset's coarse task (also where it is the annotation file read above: then a
-        # meta_info file may hold listings outside the subset).
-        info["files"]["subset_gt"] = str(subset_gt)
-        info.setdefault("gt_labels", {})["subset"] = _gt_labels(subset_gt, encoding)
-
-    label_path = _first(root, LABEL_LIST_NAMES)
-    if label_path is not None:
-        labels = load_json(label_path, encoding)
-        if not isinstance(labels, list):
-            raise CatalogError("expected a JSON list of labels", path=label_path)
-        info["label_list"] = [str(x) for x in labels]
-        info["files"]["label_list"] = str(label_path)
-
-    lists, files = read_split_lists(root, encoding)
-    release_lists = {}
-    for role, path in find_release_lists(root).items():
-        release_lists[role] = read_id_list(path, encoding)
-        files.setdefault(role, str(path))
-        lists.setdefault(role, release_lists[role])  # the harness's splits/ name wins where both exist
-    info["split_lists"] = lists
-    info["release_lists"] = sorted(release_lists)
-    info["files"].update({f"split_{k}": v for k, v in files.items()})
-
-    shards, _ = find_region_tsvs(root)
-    pre: dict[str, Any] = {"image_tsv": shards[0] if shards else None, **find_precomputed_dirs(root)}
-    if len(shards) > 1:
-        pre["image_tsv_shards"] = shards
-    info["precomputed"] = pre
-    info["unknown_columns"] = list(unknown)
-    info["column_hints"] = column_hints(list(unknown), META_KEYS)
-    used = set(info["files"].values()) | set(shards) | {v for v in pre.values() if isinstance(v, str)}
-    used |= {str(root / d) for dirs, _ in MEDIA_DIRS.values() for d in dirs} | {str(root / "splits"), str(root / "info.json")}
-    used |= {str(root / n) for n in RELEASE_FILE_NAMES + release_list_names()}  # known names, read or shadowed
-    info["unrecognised_files"] = unrecognised_entries(root, used)
-
-    gen_info = root / "info.json"
-    if gen_info.is_file():
-        gi = load_json(gen_info)
-        if isinstance(gi, dict):
-            info["generator_info"] = dict(gi)
-    return list(recs.values()), info
+    recs, info = open_m5product(root, skips, encoding)
+    return list(recs), info
 
 
 # --------------------------------------------------------------------------- manifests

@@ -33,15 +33,17 @@ def parse_pv(pv: Any) -> list[dict[str, str]]:
         return []
     out: list[dict[str, str]] = []
     for i, part in enumerate(pv.split(ENTITY_SEP)):
-        if not part.strip():
-            continue
         pieces = part.split(KV_SEP)
+        if len(pieces) == 2:  # the common case first; a blank part cannot hold a separator
+            key = pieces[0].strip()
+            if key:
+                out.append({"key": key, "value": pieces[1].strip()})
+                continue
+        elif not part.strip():
+            continue
         if len(pieces) != 2:
             raise PvError(f"entity {i} {part[:40]!r} has {len(pieces) - 1} '{KV_SEP}' separators, expected 1")
-        key, value = pieces[0].strip(), pieces[1].strip()
-        if not key:
-            raise PvError(f"entity {i} {part[:40]!r} has an empty key")
-        out.append({"key": key, "value": value})
+        raise PvError(f"entity {i} {part[:40]!r} has an empty key")
     return out
 
 

@@ -128,6 +128,9 @@ def stats_tables(cat: "Catalog") -> list[Table]:
     t.add_row("products", str(len(cat.product_names)))
     t.add_row("super-categories", str(len(set(sup.values()))) if sup else "n/a (source has none)")
     t.add_row("product ids", str(cat.info.get("product_ids")))
+    tc = cat.info.get("table_cache")
+    if tc:
+        t.add_row("table", ("reused (annotation files unchanged): " if tc["reused"] else "built and kept: ") + tc["path"])
     if "generator" in cat.info:
         g = cat.info["generator"]
         t.add_row("generator", f"{g.get('generator')} v{g.get('generator_version')} size={g.get('size')} seed={g.get('seed')}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 from bench.data.errors import CatalogError
 from bench.registries import Registry, load_target
@@ -31,11 +31,11 @@ class ReadOptions:
 @dataclass
 class SourceRead:
     """What a source read: the records (each made by :func:`bench.data.loaders.new_record`, then
-    filled) and source info (``files`` read, optional ``split_lists``, ``precomputed``),
+    filled; a list, or an iterator that completes ``info`` when exhausted) and source info (``files`` read, optional ``split_lists``, ``precomputed``),
     the catalog's canonical source string, the folder media paths are relative to, and the seed of
     the hash split for rows that the source gives no split lists for."""
 
-    records: list[dict[str, Any]]
+    records: Iterable[dict[str, Any]]
     info: dict[str, Any]
     name: str
     root: Path
@@ -60,6 +60,11 @@ class Source:
     def cached(self, arg: str) -> bool:
         return True
 
+    def cache_key(self, arg: str, options: dict[str, Any]) -> str | None:
+        """The key under which the built table of ``arg`` read with ``options`` is kept on disk
+        (:mod:`bench.data.table_cache`), or None: built at every load."""
+        return None
+
     def slug(self, arg: str) -> str:
         return arg
 
@@ -79,11 +84,11 @@ class SyntheticSource(Source):
 
     def read(self, arg: str, skips: Any, opts: ReadOptions) -> SourceRead:
         from bench.data.catalog import ensure_synthetic
-        from bench.data.loaders import read_m5product
+        from bench.data.release_read import open_m5product
 
         size, seed = self._size_seed(arg)
         root = ensure_synthetic(size, seed, progress=opts.progress)
-        recs, info = read_m5product(root, skips, opts.encoding)
+        recs, info = open_m5product(root, skips, opts.encoding, defer_pv=True)
         if opts.resplit:
             # The generator's id lists are its hash draw at its own fraction and seed; asked for
             # another split, draw it by the same rule instead of keeping the written lists.
@@ -103,11 +108,17 @@ class M5ProductSource(Source):
     usage = "PATH"
 
     def read(self, arg: str, skips: Any, opts: ReadOptions) -> SourceRead:
-        from bench.data.loaders import read_m5product
+        from bench.data.release_read import open_m5product
 
         root = Path(arg).expanduser().resolve()
-        recs, info = read_m5product(root, skips, opts.encoding)
+        recs, info = open_m5product(root, skips, opts.encoding, defer_pv=True)
         return SourceRead(recs, info, f"m5product:{root}", root, opts.split_seed or 0)
+
+    def cache_key(self, arg: str, options: dict[str, Any]) -> str | None:
+        from bench.data.table_cache import folder_key
+
+        root = Path(arg).expanduser().resolve()
+        return folder_key(root, options) if root.is_dir() else None
 
     def slug(self, arg: str) -> str:
         return Path(arg).stem or Path(arg).name

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,10 +54,31 @@ class TaskSet:
                 "rule": self.rule, "positives_from": self.positives_from, "listed_absent": self.listed_absent}
 
 
-def _rows(ids: set[str] | None, row_of: Mapping[str, int]) -> np.ndarray:
+class RowIndex:
+    """The catalog row of an item id, looked up in Arrow (a hash table in C++, not a Python dict
+    of every id: at the release's size that dict alone would take about a GB)."""
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        import pyarrow as pa
+
+        self.ids = pa.array(item_ids, pa.string())
+
+    def lookup(self, ids: Iterable[str]) -> np.ndarray:
+        """Row per id in the order given, -1 where the catalog has no such listing."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        q = pa.array(list(ids), pa.string())
+        if len(q) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return pc.index_in(q, value_set=self.ids).fill_null(-1).to_numpy().astype(np.int64)
+
+
+def _rows(ids: set[str] | None, index: RowIndex) -> np.ndarray:
     if not ids:
         return np.zeros(0, dtype=np.int64)
-    return np.sort(np.fromiter((row_of[i] for i in ids if i in row_of), dtype=np.int64))
+    rows = index.lookup(ids)
+    return np.sort(rows[rows >= 0])
 
 
 def _gt_positive_counts(rows: np.ndarray, row_labels: Sequence[str], item_ids: Sequence[str],
@@ -74,22 +95,24 @@ def _gt_positive_counts(rows: np.ndarray, row_labels: Sequence[str], item_ids: S
 
 def build_task_sets(item_ids: Sequence[str], categories: Sequence[str], products: Sequence[str],
                     cols: Mapping[str, Sequence[Any]], lists: Mapping[str, set[str]],
-                    release_roles: Sequence[str], gt_labels: Mapping[str, Mapping[str, str]]) -> dict[tuple[str, str], TaskSet]:
+                    release_roles: Sequence[str], gt_labels: Mapping[str, Mapping[str, str]], *,
+                    index: RowIndex | None = None) -> dict[tuple[str, str], TaskSet]:
     """``{(task, split): TaskSet}`` for a catalog (see the module docstring for the rules).
 
     ``cols``: the split columns of :func:`bench.data.splits.assign_splits`; ``lists``: role -> id
     set (harness and release names); ``release_roles``: the roles that came from release-named
     files; ``gt_labels``: ``{"fine": {item_id: product label}, "subset": {item_id: category}}``
-    from the ground-truth files that exist.
+    from the ground-truth files that exist; ``index``: a :class:`RowIndex` of ``item_ids`` (built
+    here when not given).
     """
-    row_of = {iid: i for i, iid in enumerate(item_ids)}
+    row_of = RowIndex(item_ids) if index is None else index
     split = np.asarray(cols["split"], dtype=object)
     eval_rows = np.flatnonzero(split == "eval").astype(np.int64)
     released = set(release_roles)
     out: dict[tuple[str, str], TaskSet] = {}
 
     def absent(*roles: str) -> int:
-        return sum(sum(1 for i in lists[r] if i not in row_of) for r in roles if r in lists)
+        return sum(int((row_of.lookup(lists[r]) < 0).sum()) for r in roles if r in lists)
 
     for task in TASKS:
         col_q = np.flatnonzero(np.asarray(cols[f"{task}_query"], dtype=bool)).astype(np.int64)
@@ -102,7 +125,7 @@ def build_task_sets(item_ids: Sequence[str], categories: Sequence[str], products
                                absent("fine_query"))
             else:
                 g = _rows(lists.get("coarse_gallery"), row_of) if "coarse_gallery" in lists else eval_rows
-                every = dict(Counter(categories[i] for i in range(len(item_ids))))
+                every = dict(Counter(categories))
                 pos = np.asarray([every.get(categories[r], 0) for r in q.tolist()], dtype=np.int64)
                 full = TaskSet(q, g, bool(np.array_equal(q, g)), pos,
                                "release lists: query_c against " + ("gallery_c" if "coarse_gallery" in lists
@@ -132,7 +155,7 @@ def default_task_sets(cols: Mapping[str, Sequence[Any]]) -> dict[tuple[str, str]
 
 
 def cls_rows(cols: Mapping[str, Sequence[Any]], lists: Mapping[str, set[str]], item_ids: Sequence[str],
-             categories: Sequence[str], split: str) -> tuple[np.ndarray, np.ndarray]:
+             categories: Sequence[str], split: str, *, index: RowIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(train rows, test rows)`` of classification for a pretraining split: with a release's
     ``subset_v2_test`` list the subset cells fine-tune on the subset and test on its test set (the
     official subset classification scripts); otherwise the ``cls_split`` column."""
@@ -140,7 +163,7 @@ def cls_rows(cols: Mapping[str, Sequence[Any]], lists: Mapping[str, set[str]], i
     if split == "subset" and "subset_test" in lists:
         train = np.flatnonzero(np.asarray(cols["subset"], dtype=bool)).astype(np.int64)
         seen = {categories[i] for i in train.tolist()}
-        test = np.asarray([i for i in _rows(lists["subset_test"], {k: j for j, k in enumerate(item_ids)}).tolist()
+        test = np.asarray([i for i in _rows(lists["subset_test"], RowIndex(item_ids) if index is None else index).tolist()
                            if categories[i] in seen], dtype=np.int64)
         return train, test
     return np.flatnonzero(cs == "train").astype(np.int64), np.flatnonzero(cs == "test").astype(np.int64)
