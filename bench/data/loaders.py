@@ -105,18 +105,22 @@ def load_json(path: Path, encoding: str | None = None, *, strict: bool = False) 
         raise CatalogError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno) from None
 
 
+def jsonl_record(line: str, path: Path, lineno: int) -> dict:
+    """One JSON Lines record (first of a repeated key wins); a bad line raises a one-line CatalogError."""
+    try:
+        rec = json.loads(line, object_pairs_hook=_FirstWins)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=lineno) from None
+    if not isinstance(rec, dict):
+        raise CatalogError(f"expected a JSON object per line, got {type(rec).__name__}", path=path, line=lineno)
+    return rec
+
+
 def iter_jsonl(path: Path, encoding: str | None = None, *, strict: bool = False) -> Iterator[tuple[int, dict]]:
     text = read_text(path, encoding, strict=strict)
     for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line, object_pairs_hook=_FirstWins)
-        except json.JSONDecodeError as exc:
-            raise CatalogError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=lineno) from None
-        if not isinstance(rec, dict):
-            raise CatalogError(f"expected a JSON object per line, got {type(rec).__name__}", path=path, line=lineno)
-        yield lineno, rec
+        if line.strip():
+            yield lineno, jsonl_record(line, path, lineno)
 
 
 def is_utf8(s: str) -> bool:

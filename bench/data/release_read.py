@@ -18,7 +18,6 @@ counts as a duplicate.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -45,6 +44,7 @@ from bench.data.loaders import (
     clean_table,
     clean_title,
     column_hints,
+    jsonl_record,
     load_json,
     new_record,
     read_id_list,
@@ -83,15 +83,8 @@ def iter_jsonl_lines(path: Path, encoding: str | None = None) -> Iterator[tuple[
                 chunk = chunk[1:]
             for line in chunk.splitlines() or [""]:
                 lineno += 1
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line, object_pairs_hook=_FirstWins)
-                except json.JSONDecodeError as exc:
-                    raise CatalogError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=lineno) from None
-                if not isinstance(rec, dict):
-                    raise CatalogError(f"expected a JSON object per line, got {type(rec).__name__}", path=path, line=lineno)
-                yield lineno, rec
+                if line.strip():
+                    yield lineno, jsonl_record(line, path, lineno)
     except UnicodeDecodeError:
         read_text(path, encoding)  # raises the whole-file reader's error: line and byte offset
         raise
