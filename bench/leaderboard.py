@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from bench.eval.bootstrap import Interval, paired_bootstrap, seed_mean
 from bench.eval.metrics import higher_is_better
-from bench.results import iter_results
+from bench.results import atomic_tmp, iter_results
 from bench.tables import (FINETUNE, PRETRAIN, CellSpec, Column, Metric, Row, Section, TableSpec, load_paper,
                           paper_value, resolved_setting, same_source)
 
@@ -510,7 +509,7 @@ def replace_block(text: str, name: str, block: str) -> str:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = atomic_tmp(path)
     try:
         with os.fdopen(fd, "w", newline="\n") as f:
             f.write(text)

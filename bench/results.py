@@ -129,12 +129,22 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def atomic_tmp(path: Path, prefix: str | None = None) -> tuple[int, str]:
+    """``(fd, name)`` of a temporary file beside ``path`` for an atomic replace, with the permissions a
+    plain ``open(path, "w")`` would give (``mkstemp`` makes it owner-only, which the rename would keep)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix or path.name + ".", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write JSON so readers see either the old file or the complete new one, never a partial one.
     Non-finite floats are written as null (:func:`json_safe`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = atomic_tmp(path)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)

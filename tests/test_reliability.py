@@ -128,6 +128,23 @@ def test_existing_result_of_another_catalog_is_not_replaced(tmp_path):
     assert _write_result(path, dict(old)) == path  # the same cell on the same catalog is replaced (--force)
 
 
+def test_atomic_writes_keep_the_permissions_of_a_plain_write(tmp_path):
+    """Result files, the leaderboard page and exports are readable by whoever may read a file written
+    with open(): the temporary file of an atomic write starts owner-only, the rename would keep that."""
+    import os
+    import stat
+
+    from bench.leaderboard import write_text_atomic
+    from bench.results import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        for path in (write_json_atomic(tmp_path / "r.json", {"a": 1}), write_text_atomic(tmp_path / "p.md", "x\n")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
 def test_nan_is_written_as_null():
     """Item 1 at its root: the one JSON writer writes non-finite numbers as null, never crashes."""
     from bench.results import json_safe

@@ -69,14 +69,15 @@ def export(out: Path = typer.Option(..., "--out", "-o", help="file to write (.cs
            data: Optional[str] = _DATA, split: Optional[str] = _SPLIT, seed: Optional[int] = _SEED) -> None:
     """One row per result, one column per metric (fractions), written atomically."""
     import os
-    import tempfile
+
+    from bench.results import atomic_tmp
 
     fmt = (fmt or out.suffix.lstrip(".")).lower()
     if fmt not in ("csv", "parquet"):
         raise UserError(f"unknown export format {fmt!r}; use --format csv or --format parquet")
     frame, _ = _frame(results, model, modalities, data, split, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = atomic_tmp(out, prefix=f".{out.name}.")
     os.close(fd)
     try:
         frame.to_csv(tmp, index=False) if fmt == "csv" else frame.to_parquet(tmp, index=False)
