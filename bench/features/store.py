@@ -261,6 +261,11 @@ def _label_ids(values: list[str | None]) -> tuple[np.ndarray, list[str]]:
     return np.asarray([lookup.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64), names
 
 
+def _tsv_shards(pre: dict[str, Any]) -> list[str]:
+    """Every region TSV shard of a source with precomputed image features (a one-file source: that file)."""
+    return pre.get("image_tsv_shards") or [pre["image_tsv"]]
+
+
 def _first_tsv_dim(shards: list[str], dim_of: Any) -> int:
     """The feature dimension of the first shard that has a data row."""
     for i, path in enumerate(shards):
@@ -279,8 +284,7 @@ def _feature_dims(cfg: FeatureConfig, pre: dict[str, str | None]) -> dict[str, i
     if pre["image_tsv"]:
         from bench.features.image import tsv_feature_dim
 
-        shards = pre.get("image_tsv_shards") or [pre["image_tsv"]]
-        dims["region_dim"], dims["max_regions"] = _first_tsv_dim(shards, tsv_feature_dim), 36
+        dims["region_dim"], dims["max_regions"] = _first_tsv_dim(_tsv_shards(pre), tsv_feature_dim), 36
     else:
         dims["region_dim"], dims["max_regions"] = None, cfg.image_grid**2
     if pre["video_npy_dir"]:
@@ -413,7 +417,7 @@ def _shared_start(ds: Any, config: FeatureConfig, root: Path, out: Path, n: int,
         if pre["image_tsv"] and ranks.world > 1:  # index the region TSVs once, for every rank to read
             from bench.features.region_index import region_index
 
-            region_index(pre.get("image_tsv_shards") or [pre["image_tsv"]])
+            region_index(_tsv_shards(pre))
         if not resuming:  # last: the other ranks wait for it in a poll, then only briefly in the barrier
             _atomic_write_text(layout_path, json.dumps(layout, indent=1))
         ranks.barrier()
@@ -458,7 +462,7 @@ def _job_maker(ds: Any, n: int, S: int, shard_root: Path, pre: dict[str, str | N
     if pre["image_tsv"]:
         from bench.features.region_index import region_index
 
-        tsv_index = region_index(pre.get("image_tsv_shards") or [pre["image_tsv"]])
+        tsv_index = region_index(_tsv_shards(pre))
 
     def make_job(s: int) -> Job:
         a, b = s * S, min(n, (s + 1) * S)
