@@ -16,8 +16,8 @@ exactly as the stable sort of the full row would.
 third of the float32 matmul's time on CPUs with bf16 dot-product instructions): a rigorous per-row
 bound on |bf16 score - float32 score| (derived below) lowers the k-th bf16 score to a floor that every
 column able to reach the float32 k-th score clears; those candidates are re-scored in float32 and
-sorted as above. The re-scoring is a float32 matmul of a group of >= 4 query rows against the union of
-their candidate columns, not a per-pair dot product: the BLAS gives a matmul entry the same bits
+sorted as above. The re-scoring is a float32 matmul of a group of >= 4 consecutive query rows against
+the gallery rows of their candidates, not a per-pair dot product: the BLAS gives a matmul entry the same bits
 whatever else shares the call once the call has >= 4 rows and >= 12 columns (MKL, measured), while no
 per-pair formula reproduces its summation order. So the lists and scores equal the float32 path's bit
 for bit where that holds (blocks of 1-3 rows, whose kernels do depend on the call's shape, are scored
@@ -201,40 +201,64 @@ def _row_groups(counts: np.ndarray, limit: int) -> list[tuple[int, int]]:
 _BF16_U = 2.0**-8
 _BF16_C = _BF16_U / (1.0 - _BF16_U)
 _TINY = 2.0**-126
-# Rows re-scored by one float32 matmul against the union of their candidates. MKL computes an entry of a
-# matmul of >= 4 rows and >= 12 columns with the same bits whichever other rows and columns are in the
-# call (measured); smaller calls use other kernels, so a group is never smaller than the score block it
-# stands for, and the union is padded to _MIN_UNION columns.
+# Rows re-scored by one float32 matmul against their candidates. MKL computes an entry of a matmul of >= 4
+# rows and >= 12 columns with the same bits whichever other rows and columns are in the call (measured);
+# smaller calls use other kernels, so a group is never smaller than the score block it stands for, and
+# its columns are padded to _MIN_UNION. Four rows is also the cheapest group: each row's candidates are
+# scored against every row of its group, and a matmul of more rows did not get enough faster to pay for
+# that (measured: 8 rows 1.3x the time of 4 per score, 2x the scores).
 _GROUP_ROWS, _MIN_UNION = 4, 64
 # Rows whose candidates would cover more than this fraction of the gallery (near-constant scores) are
 # scored by the float32 matmul instead: re-scoring them would cost more than it saves.
 _MAX_CANDIDATE_FRACTION = 0.25
-# Score entries per candidate pass (the boolean mask); larger than _BLOCK_ELEMS so that a pass holds
-# enough rows for similar queries to be grouped.
+# Score entries per candidate pass (the boolean mask and the candidate lists stay tens of MiB).
 _BF16_PASS_ELEMS = 1 << 24
 
 
 @dataclass
 class Bf16Rows:
-    """Rows of a float32 matrix with their bfloat16 copy and the norms the error bound needs (float64)."""
+    """Rows of a float32 matrix with their bfloat16 copy and upper bounds on the norms the error bound needs."""
 
     exact: torch.Tensor  # (r, d) float32
     low: torch.Tensor  # (r, d) bfloat16, round to nearest
-    norm: np.ndarray  # |x|
-    norm_low: np.ndarray  # |bf16(x)|
-    resid: np.ndarray  # |x - bf16(x)|
-    amax_low: np.ndarray  # max_k |bf16(x)_k|
+    norm: np.ndarray  # >= |x| (float64)
+    norm_low: np.ndarray  # >= |bf16(x)|
+    resid: np.ndarray  # >= |x - bf16(x)|
+    amax_low: np.ndarray  # max_k |bf16(x)_k|, exact
+
+
+def _norm_upper(x: torch.Tensor) -> np.ndarray:
+    """Per row, a float64 number >= the row's exact Euclidean norm, from a float32 norm (infinite if it overflows).
+
+    A float32 norm costs ~1 % of a float64 one here (no widened copy of the rows). Whatever the summation
+    order (or a scaled algorithm), the computed sum of squares S^ is >= S (1 - gamma) - 2 d 2^-126 with
+    gamma = gamma(2d + 2) (the 2d covers rounding of squares and sums, the 2^-126 terms squares and sums that
+    underflow), and the computed root n^ >= sqrt(S^) (1 - u); so S <= ((n^ / (1 - u))^2 + 2 d 2^-126) / (1 - gamma).
+    """
+    d = x.shape[1]
+    if d == 0:
+        return np.zeros(x.shape[0])
+    u = 2.0**-24
+    gamma = (2 * d + 2) * u / (1 - (2 * d + 2) * u)
+    n_hat = torch.linalg.vector_norm(x, dim=1).double().numpy()
+    with np.errstate(over="ignore"):
+        return np.sqrt(((n_hat / (1 - u)) ** 2 + 2 * d * _TINY) / (1 - gamma)) * (1 + 2.0**-50)
 
 
 def bf16_rows(x: torch.Tensor, step: int = 16384) -> Bf16Rows:
-    """The bfloat16 copy of float32 rows ``x`` and their norms (in float64, ``step`` rows at a time)."""
+    """The bfloat16 copy of float32 rows ``x`` and upper bounds on their norms (:func:`_norm_upper`),
+    ``step`` rows at a time (the float32 temporaries stay a few MiB).
+
+    ``x - bf16(x)`` is exact in float32 (both are float32 numbers and the difference keeps at most 16
+    significant bits within float32's exponent range), so its norm bound is as sound as the others.
+    """
     low = x.to(torch.bfloat16)
     parts: list[list[np.ndarray]] = [[], [], [], []]
     for s in range(0, x.shape[0], step):
-        xs, ls = x[s : s + step].double(), low[s : s + step].double()
-        for part, v in zip(parts, (xs.norm(dim=1), ls.norm(dim=1), (xs - ls).norm(dim=1),
-                                   ls.abs().amax(dim=1) if x.shape[1] else ls.new_zeros(len(ls)))):
-            part.append(v.numpy())
+        xs, ls = x[s : s + step], low[s : s + step].float()
+        amax = ls.abs().amax(dim=1).double().numpy() if x.shape[1] else np.zeros(len(ls))
+        for part, v in zip(parts, (_norm_upper(xs), _norm_upper(ls), _norm_upper(xs - ls), amax)):
+            part.append(v)
     norm, norm_low, resid, amax_low = (np.concatenate(p) if p else np.zeros(0) for p in parts)
     return Bf16Rows(exact=x, low=low, norm=norm, norm_low=norm_low, resid=resid, amax_low=amax_low)
 
@@ -293,60 +317,43 @@ def _bits_to_float(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.int32) << 16).view(np.float32)
 
 
-def similar_row_groups(q: torch.Tensor) -> list[np.ndarray]:
-    """Rows of ``q`` in groups of ``_GROUP_ROWS`` (the last up to 2x - 1; one group if fewer rows), each a
-    row with its most cosine-similar unassigned rows: similar queries share candidates, so each group's
-    union of candidates, which its re-scoring reads, is smaller."""
-    c = q.shape[0]
-    if c < 2 * _GROUP_ROWS:
-        return [np.arange(c)]
-    unit = q / q.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    sim = (unit @ unit.T).numpy()
-    free = np.ones(c, dtype=bool)
-    groups = []
-    for _ in range(c // _GROUP_ROWS - 1):
-        i = int(np.argmax(free))
-        cand = np.where(free, sim[i], -np.inf)
-        cand[i] = np.inf
-        members = np.argpartition(-cand, _GROUP_ROWS - 1)[:_GROUP_ROWS]
-        free[members] = False
-        groups.append(np.sort(members))
-    groups.append(np.flatnonzero(free))
-    return groups
+def _rescore_groups(c: int) -> list[tuple[int, int]]:
+    """Consecutive rows in groups of ``_GROUP_ROWS``, the last of up to ``2 * _GROUP_ROWS - 1`` (one group if fewer)."""
+    cuts = list(range(0, c, _GROUP_ROWS))
+    if len(cuts) > 1 and c - cuts[-1] < _GROUP_ROWS:
+        cuts.pop()
+    return list(zip(cuts, [*cuts[1:], c]))
 
 
-class _Union:
-    """The sorted union of column lists over an n-column gallery, by a reused marker array (O(n) a call)."""
+def _rescore_pass(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, counts: np.ndarray,
+                  self_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 scores of a pass's candidates (row r's are ``counts[r]`` consecutive entries of ``cols``),
+    own columns at -inf, and each row's own-column score (NaN where none).
 
-    def __init__(self, n: int) -> None:
-        self.mark = np.zeros(n, dtype=bool)
-        self.inv = np.zeros(n, dtype=np.int64)
-
-    def __call__(self, *cols: np.ndarray) -> np.ndarray:
-        for c in cols:
-            self.mark[c] = True
-        union = np.flatnonzero(self.mark)
-        self.mark[union] = False
-        self.inv[union] = np.arange(len(union))
-        return union
-
-
-def _rescore_group(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, rows: np.ndarray,
-                   self_index: np.ndarray, union_of: _Union) -> tuple[np.ndarray, np.ndarray]:
-    """float32 scores of one row group's candidates ``(rows, cols)``, and the rows' own-row scores.
-
-    One matmul of the group's query rows against the union of their candidate columns and own rows: the
-    same kernel family as the full score block's matmul, so the same bits (see ``_GROUP_ROWS``).
+    One matmul per group of consecutive rows (:func:`_row_groups_of`): its query rows against the gallery
+    rows of all their candidates, one row's after the other, then their own rows (and the first
+    ``_MIN_UNION`` rows when that is short). The same kernel family as the full score block's matmul, so
+    the same bits (see ``_GROUP_ROWS``). A column that is a candidate of two rows of a group is read twice
+    rather than deduplicated: at k in the hundreds the rows' candidate sets overlap little (~8 % for
+    adjacent rows of the evaluator benchmark), and deduplicating cost more than it saved (measured).
+    Reading those gallery rows (random rows of a gallery larger than the caches) is most of the cost.
     """
     n = gallery.shape[0]
-    own = self_index >= 0
-    union = union_of(cols, self_index[own])
-    if len(union) < min(n, _MIN_UNION):
-        union = union_of(union, np.arange(min(n, _MIN_UNION)))
-    s = torch.matmul(q, torch.from_numpy(gallery.numpy()[union]).T).numpy()
-    vals = s[rows, union_of.inv[cols]]
-    self_score = np.full(len(self_index), np.nan, dtype=np.float32)
-    self_score[own] = s[np.flatnonzero(own), union_of.inv[self_index[own]]]
+    vals = np.empty(len(cols), dtype=np.float32)
+    self_score = np.full(len(counts), np.nan, dtype=np.float32)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    rows = np.repeat(np.arange(len(counts)), counts)
+    for a, b in _rescore_groups(len(counts)):
+        lo, hi = int(starts[a]), int(ends[b - 1])
+        own = self_index[a:b]
+        has = np.flatnonzero(own >= 0)
+        read = np.concatenate([cols[lo:hi], own[has]])
+        if len(read) < min(n, _MIN_UNION):
+            read = np.concatenate([read, np.arange(min(n, _MIN_UNION))])
+        s = torch.matmul(q[a:b], gallery.index_select(0, torch.from_numpy(read)).T).numpy()
+        vals[lo:hi] = s[rows[lo:hi] - a, np.arange(hi - lo)]
+        self_score[a + has] = s[has, hi - lo + np.arange(len(has))]
     vals[cols == self_index[rows]] = -np.inf  # the own row is excluded, as in the float32 block
     return vals, self_score
 
@@ -418,7 +425,6 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
     theta = (theta_t if theta_t is not None else _kth_largest(sims, k)).double().numpy()
     e = bf16_error(query, gallery)
     selfs = self_index.numpy()
-    union_of = _Union(n)
     step = max(2 * _GROUP_ROWS, _BF16_PASS_ELEMS // n)
     bounds = [*range(0, max(1, c - 2 * _GROUP_ROWS), step), c]  # passes of >= 2 groups (or the only one)
     for r0, r1 in itertools.pairwise(bounds):
@@ -430,14 +436,7 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
                                                                           self_index[r0:r1], k)
             continue
         cols = flat % n
-        vals = np.empty(len(flat), dtype=np.float32)
-        ends = np.cumsum(counts)
-        starts = ends - counts
-        for grp in similar_row_groups(query.exact[r0:r1]):
-            pos = np.concatenate([np.arange(starts[r], ends[r]) for r in grp])
-            rows = np.repeat(np.arange(len(grp)), counts[grp])
-            vals[pos], own = _rescore_group(query.exact[r0 + grp], gallery.exact, cols[pos], rows,
-                                            selfs[r0 + grp], union_of)
-            self_score[r0 + grp] = torch.from_numpy(own)
+        vals, own = _rescore_pass(query.exact[r0:r1], gallery.exact, cols, counts, selfs[r0:r1])
+        self_score[r0:r1] = torch.from_numpy(own)
         index[r0:r1], score[r0:r1] = _sort_lines(cols, vals, counts, k)
     return index, score, self_score
