@@ -9,8 +9,8 @@ process and interleaved round by round:
 * ``ours_select`` the same with ``backend="select"`` (matmul + sampled threshold + exact sort);
 * ``ours_torch``  the same with ``backend="torch"`` (matmul + topk, the exact reference path);
 * ``ours_faiss``  the same with ``backend="faiss"`` (a candidate of ``auto``);
-* ``ours_bf16``   the same with ``backend="bf16"`` (bfloat16 matmul, candidates re-scored in float32;
-                  the third candidate of ``auto``);
+* ``ours_bf16``   the same with ``backend="bf16"`` (bfloat16 matmul, candidates re-scored in float32,
+                  pair by pair with faiss; the third candidate of ``auto``);
 * ``ours_coarse`` / ``ours_coarse_torch`` / ``ours_coarse_bf16``  coarse labels only (the metric set PML
                   computes, and more);
 * ``pml``         pytorch-metric-learning ``AccuracyCalculator(k="max_bin_count")`` with its default
@@ -179,7 +179,12 @@ def test_bench_retrieval(benchmark, n_gallery):
     print("\n" + json.dumps(info, indent=1))
     for v in agree.values():  # correctness is asserted; time is only reported
         assert v < 1e-3  # faiss-L2 vs float32 dot ranking: a near-tie swap at rank 1 moves P@1 by 1/Q
-    assert outs["ours_bf16"].metrics == outs["ours_select"].metrics  # the same lists, bit for bit
+    from bench.eval.select import _pair_dots
+
+    if _pair_dots() is None:  # bf16 re-scored by the float32 matmul: the same lists, bit for bit
+        assert outs["ours_bf16"].metrics == outs["ours_select"].metrics
+    else:  # re-scored pair by pair: last-bit near-ties may swap, as with faiss
+        assert max(abs(v - outs["ours_select"].metrics[k]) for k, v in outs["ours_bf16"].metrics.items()) < 1e-3
 
 
 _CHILD = r"""

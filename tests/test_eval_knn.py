@@ -182,20 +182,37 @@ def test_the_timing_runs_every_backend_on_a_small_job(monkeypatch):
     assert set(seconds) == {"select", "faiss", "bf16"} and all(v >= 0 for v in seconds.values())
 
 
-def test_the_timing_leaves_out_a_bf16_path_whose_lists_differ(monkeypatch):
-    from bench.eval import knn_choice
+@pytest.mark.parametrize(("rescoring", "error"), [("matmul", "last_bit"), ("pairs", "missed_neighbour")])
+def test_the_timing_leaves_out_a_bf16_path_whose_lists_differ(monkeypatch, rescoring, error):
+    from bench.eval import knn_choice, select
     from bench.eval.knn import GallerySearcher as Searcher
 
+    if rescoring == "matmul":  # must equal select's lists bit for bit: one bit off is caught
+        monkeypatch.setattr(select, "_pair_dots", lambda: None)
+    elif select._pair_dots() is None:
+        pytest.skip("pair-by-pair re-scoring needs faiss")
     monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
     real = Searcher._search_bf16
 
-    def off_by_one_bit(self, query, k, self_index):
+    def wrong(self, query, k, self_index):
         nb = real(self, query, k, self_index)
-        nb.score[0, 0] = torch.nextafter(nb.score[0, 0], torch.tensor(0.0))
+        if error == "last_bit":
+            nb.score[0, 0] = torch.nextafter(nb.score[0, 0], torch.tensor(0.0))
+        else:  # pairs may differ in the last bits, not by a neighbour left out of the candidates
+            nb.index[0, 3:-1], nb.score[0, 3:-1] = nb.index[0, 4:].clone(), nb.score[0, 4:].clone()
         return nb
 
-    monkeypatch.setattr(Searcher, "_search_bf16", off_by_one_bit)
+    monkeypatch.setattr(Searcher, "_search_bf16", wrong)
     assert set(knn_choice._time_backends()) == {"select", "faiss"}
+
+
+def test_the_timing_keeps_a_pair_rescored_bf16_path_that_agrees(monkeypatch):
+    from bench.eval import knn_choice, select
+
+    if select._pair_dots() is None:
+        pytest.skip("pair-by-pair re-scoring needs faiss")
+    monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
+    assert set(knn_choice._time_backends()) == {"select", "faiss", "bf16"}
 
 
 def test_auto_picks_the_fastest_clearly_faster_backend():

@@ -1,5 +1,6 @@
-"""The ``bf16`` kNN path: its error bound against float64 on adversarial data, and its lists against the
-float32 paths (bit for bit) on ties, random, clustered and raw embeddings."""
+"""The ``bf16`` kNN path: its error bound against float64 on adversarial data, and its lists on ties, random,
+clustered and raw embeddings, under both re-scorings: the float32 matmul (lists equal the float32 paths'
+bit for bit) and one dot product per pair with faiss (lists the exact top-k under those scores)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from knn_helpers import assert_same_as_torch
 
 from bench.eval import select
+from bench.eval.knn import GallerySearcher
 
 KS = (1, 5, 17, 40)
 
@@ -23,11 +25,61 @@ def _pairs_scored_alike() -> bool:
     return torch.equal((q @ g.T)[:4, cols], q[:4] @ g[cols].T)
 
 
-pytestmark = pytest.mark.skipif(not _pairs_scored_alike(), reason="this BLAS scores a pair differently by call shape")
+_MODE: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True, params=["matmul", "pairs"])
+def rescoring(request, monkeypatch):
+    """Every test runs under both re-scorings of the candidates."""
+    if request.param == "matmul":
+        if not _pairs_scored_alike():
+            pytest.skip("this BLAS scores a pair differently by call shape")
+        monkeypatch.setattr(select, "_pair_dots", lambda: None)
+    elif select._pair_dots() is None:
+        pytest.skip("pair-by-pair re-scoring needs faiss")
+    _MODE["now"] = request.param
+    return request.param
+
+
+def _pair_scores(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """Every (query, gallery) score by the pair-by-pair re-scoring's own dot product."""
+    fn, ptr = select._pair_dots()
+    q, g = np.ascontiguousarray(query.numpy()), np.ascontiguousarray(gallery.numpy())
+    ids = np.tile(np.arange(len(g), dtype=np.int64), (len(q), 1))
+    out = np.empty(ids.shape, dtype=np.float32)
+    fn(ptr(out), ptr(q), ptr(g), ptr(ids), q.shape[1], len(q), len(g))
+    return torch.from_numpy(out)
+
+
+def _exact_lists(scores: torch.Tensor, k: int, self_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k of full score rows by (score desc, column asc), own column excluded, and the own scores."""
+    s = scores.clone()
+    own = torch.nonzero(self_index >= 0).flatten()
+    self_score = torch.full((len(s),), float("nan"))
+    self_score[own] = s[own, self_index[own]]
+    s[own, self_index[own]] = float("-inf")
+    order = np.lexsort((np.broadcast_to(np.arange(s.shape[1]), s.shape), -s.numpy()), axis=1)[:, :k]
+    index = torch.from_numpy(order.copy())
+    score = s.gather(1, index)
+    return torch.where(torch.isinf(score) & (score < 0), -1, index), score, self_score
 
 
 def _assert_bf16_same(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor) -> None:
-    assert_same_as_torch("bf16", query, gallery, k, self_index)
+    """matmul: bf16's lists equal torch's bit for bit. pairs: each row's list (index, score, own score) is
+    exactly the top-k under the pair scores, or, for rows bf16 scores by the float32 matmul itself (blocks
+    of 1-3 rows, near-constant rows), exactly torch's."""
+    if _MODE["now"] == "matmul":
+        assert_same_as_torch("bf16", query, gallery, k, self_index)
+        return
+    k = max(1, min(k, len(gallery)))
+    got = GallerySearcher(gallery, backend="bf16").search(query, k, self_index)
+    want_p = _exact_lists(_pair_scores(query, gallery), k, self_index)
+    want_t = GallerySearcher(gallery, backend="torch").search(query, k, self_index)
+    want_t = (want_t.index, want_t.score, want_t.self_score)
+    for r in range(len(query)):
+        row = (got.index[r], got.score[r], got.self_score[r : r + 1].nan_to_num(-7.0))
+        assert any(torch.equal(row[0], w[0][r]) and torch.equal(row[1], w[1][r])
+                   and torch.equal(row[2], w[2][r : r + 1].nan_to_num(-7.0)) for w in (want_p, want_t)), (r, k)
 
 
 def _k_equals_r(gallery: torch.Tensor, labels: np.ndarray, self_index: np.ndarray) -> None:
@@ -132,6 +184,24 @@ def test_bf16_error_bound_holds_against_float64(d):
     one = select.bf16_rows(q[:1])
     err = ((one.low @ one.low.T).double() - q[:1].double() @ q[:1].double().T).abs().item()
     assert err > 0.9 * select.bf16_error(one, one)[0]
+
+
+@pytest.mark.parametrize("d", [1, 3, 256, 1024])
+def test_float32_norm_bounds_hold_against_float64(d):
+    # the norms of the error bound come from float32 arithmetic: each must stay at or above the exact norm,
+    # also for subnormal entries (whose squares underflow) and entries spanning many orders of magnitude
+    q, g = _adversarial(d)
+    rows = torch.cat([q, g, torch.full((1, d), 1.5e-45), torch.zeros(1, d)])
+    exact = rows.double().norm(dim=1).numpy()
+    bound = select._norm_upper(rows)
+    assert (bound >= exact).all()
+    normal = exact > 1e-18  # away from underflow the bound is within float32 rounding of the norm
+    assert (bound[normal] <= exact[normal] * (1 + 1e-4)).all()
+    r = select.bf16_rows(rows, step=3)  # in row steps, as for a large gallery
+    low = r.low.double()
+    assert (r.resid >= (rows.double() - low).norm(dim=1).numpy()).all()
+    assert (r.norm_low >= low.norm(dim=1).numpy()).all()
+    assert np.array_equal(r.amax_low, low.abs().amax(dim=1).numpy())
 
 
 def test_bf16_candidates_reach_the_float32_kth_score():

@@ -20,15 +20,15 @@ Backends:
   per-row bound on |bf16 score - float32 score| (derived there) lowers the sampled threshold so that
   every column whose float32 score can reach the k-th is a candidate; the candidates (k plus a band of
   about 1 % of the score range) are re-scored in float32 and the exact order taken among them.
-  What "exact" means here: the re-scoring is one float32 matmul of a group of at least 4 query rows
-  (or the whole block, as the float32 path) against the gallery rows of their candidates. Where the
-  BLAS computes a matmul entry with the same bits whichever other rows and columns share the call
-  (MKL here for >= 4 rows and >= 12 columns, measured), these are the float32 path's scores bit for
-  bit and the lists equal ``select``'s; on another BLAS they are still float32 dot products of the
-  same pairs, and the lists are the exact top-k under them, but last-bit near-ties may order
-  differently from ``torch``. ``auto`` picks ``bf16`` only where its lists equal ``select``'s bit
-  for bit on the timing job. Rows too large for bf16 (non-finite, norms above 2^60) go the ``select``
-  way.
+  What "exact" means here (:func:`bench.eval.select.rescoring`, recorded in results): with faiss
+  installed each candidate pair is one float32 dot product, and the lists are the exact top-k under
+  those scores (exact ties stay ties; last-bit near-ties may order differently from ``torch``, as with
+  ``faiss``); without faiss the re-scoring is one float32 matmul of a group of at least 4 query rows
+  against the gallery rows of their candidates, which on MKL (an entry has the same bits whichever
+  other rows and columns share a call of >= 4 rows and >= 12 columns, measured) gives the float32
+  path's scores bit for bit and ``select``'s lists. ``auto`` picks ``bf16`` only where its lists agree
+  with ``select``'s on the timing job. Rows too large for bf16 (non-finite, norms above 2^60) go the
+  ``select`` way.
 * ``torch``: the same matmul, then ``topk``, whose cost at k = 560 is about that of the matmul itself
   (kept as the plain reference the other backends are tested against).
 * ``faiss`` (``faiss.knn``, the search of ``IndexFlatIP``: BLAS blocks with top-k heaps; below the

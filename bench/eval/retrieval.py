@@ -36,6 +36,7 @@ from bench.eval.knn import GallerySearcher, choose_chunk_size
 from bench.eval.knn_choice import auto_choice
 from bench.eval.labels import as_label_array, remap_labels
 from bench.eval.retrieval_families import RankedBlock
+from bench.eval.select import rescoring
 
 SCALE = "fraction"
 
@@ -260,6 +261,8 @@ def retrieval_metrics(
         "knn_backend_choice": choice,
         "dtype": "float32 scores, float64 sums",
     }
+    if backend == "bf16":  # what its float32 re-scoring is (pair by pair with faiss, the matmul without)
+        definitions["_settings"]["knn_rescoring"] = rescoring()
     if streamed:  # recorded only when used: in-memory results keep their settings unchanged
         how = "file reads" if searcher.blocks.reads_file else "slices of the array"
         definitions["_settings"]["gallery_read"] = f"row blocks of {searcher.block_rows} ({how})"

@@ -12,18 +12,25 @@ k-th score (``topk`` on that row alone) and is compared again, so the result nev
 sample. Every column whose score ties the k-th is kept, so ties are broken by the lower column
 exactly as the stable sort of the full row would.
 
-:func:`select_topk_bf16` does the same from a bfloat16 score block (a matmul of bf16 copies, about a
-third of the float32 matmul's time on CPUs with bf16 dot-product instructions): a rigorous per-row
-bound on |bf16 score - float32 score| (derived below) lowers the k-th bf16 score to a floor that every
-column able to reach the float32 k-th score clears; those candidates are re-scored in float32 and
-sorted as above. The re-scoring is a float32 matmul of a group of >= 4 consecutive query rows against
-the gallery rows of their candidates, not a per-pair dot product: the BLAS gives a matmul entry the same bits
-whatever else shares the call once the call has >= 4 rows and >= 12 columns (MKL, measured), while no
-per-pair formula reproduces its summation order. So the lists and scores equal the float32 path's bit
-for bit where that holds (blocks of 1-3 rows, whose kernels do depend on the call's shape, are scored
-by the float32 matmul itself); on a BLAS where it does not, they are the exact top-k of genuine float32
-dot products of the same pairs, and only last-bit near-ties can order differently
-(``bench.eval.knn_choice`` checks this before ``auto`` may pick bf16).
+:func:`select_topk_bf16` does the same from a bfloat16 score block (a matmul of bf16 copies, about
+half the float32 matmul's time on CPUs with bf16 dot-product instructions): a rigorous per-row bound on
+|bf16 score - float32 score| (derived below) lowers the k-th bf16 score to a floor that every column
+able to reach the float32 k-th score clears; those candidates are re-scored in float32 and sorted as
+above. The bound holds for a float32 dot product summed in any order, so the candidates serve either
+re-scoring:
+
+* with faiss installed, one float32 dot product per candidate pair (C, straight from the gallery): a
+  pair's score depends on its two rows only, so exact ties stay ties and the tie rule applies as
+  everywhere, but last-bit near-ties may order differently from the float32 matmul (as with the faiss
+  backend). About half the cost of the other way, whose gather of gallery rows dominates it.
+* without faiss, a float32 matmul of a group of >= 4 consecutive query rows against the gallery rows of
+  their candidates: the BLAS gives a matmul entry the same bits whatever else shares the call once the
+  call has >= 4 rows and >= 12 columns (MKL, measured), while no per-pair formula reproduces its
+  summation order. So the lists and scores equal the float32 path's bit for bit where that holds
+  (blocks of 1-3 rows, whose kernels do depend on the call's shape, are scored by the float32 matmul
+  itself); on a BLAS where it does not, only last-bit near-ties can order differently.
+
+``bench.eval.knn_choice`` checks the lists against ``select``'s before ``auto`` may pick bf16.
 """
 
 from __future__ import annotations
@@ -325,12 +332,58 @@ def _rescore_groups(c: int) -> list[tuple[int, int]]:
     return list(zip(cuts, [*cuts[1:], c]))
 
 
+def _pair_dots():
+    """faiss' ``fvec_inner_products_by_idx`` (float32 dot products of listed pairs, in C) and ``swig_ptr``,
+    or None where faiss is not installed."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    fn, ptr = getattr(faiss, "fvec_inner_products_by_idx", None), getattr(faiss, "swig_ptr", None)
+    return None if fn is None or ptr is None else (fn, ptr)
+
+
+def rescoring() -> str:
+    """How :func:`select_topk_bf16` re-scores its candidates here (results of the bf16 backend record it)."""
+    if _pair_dots() is not None:
+        return ("float32 dot product of each candidate pair (faiss fvec_inner_products_by_idx): the exact "
+                "top-k under those scores; last-bit near-ties may order differently from the float32 matmul")
+    return ("float32 matmul of 4-row groups against their candidates: the float32 matmul's scores, bit for "
+            "bit where the BLAS scores an entry alike in any call of >= 4 rows (MKL)")
+
+
+def _rescore_pairs(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, counts: np.ndarray,
+                   self_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_rescore_pass` by one float32 dot product per pair, in C (faiss).
+
+    About half the time of the grouped matmul here (measured: 88 vs 157 us per query of 654 candidates,
+    100,000 x 256 gallery): each gallery row is read once per pair it is in, straight from the gallery,
+    where the matmul reads a gathered copy and scores it against every row of its group. A pair's score
+    depends on the two rows only, so equal rows score equally (exact ties stay ties) whatever the call.
+    """
+    fn, ptr = _pair_dots()
+    c = len(counts)
+    width = int(counts.max(initial=0))
+    starts = np.cumsum(counts) - counts
+    rows = np.repeat(np.arange(c), counts)
+    pos = np.arange(len(cols)) - starts[rows]
+    ids = np.full((c, width + 1), -1, dtype=np.int64)  # -1 scores -inf; the last column is the own row
+    ids[rows, pos] = cols
+    ids[:, width] = self_index
+    ip = np.empty(ids.shape, dtype=np.float32)
+    qn, gn = np.ascontiguousarray(q.numpy()), np.ascontiguousarray(gallery.numpy())
+    fn(ptr(ip), ptr(qn), ptr(gn), ptr(ids), qn.shape[1], c, width + 1)
+    vals = ip[rows, pos]
+    vals[cols == self_index[rows]] = -np.inf  # the own row is excluded, as in the float32 block
+    return vals, np.where(self_index >= 0, ip[:, width], np.float32(np.nan)).astype(np.float32)
+
+
 def _rescore_pass(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, counts: np.ndarray,
                   self_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float32 scores of a pass's candidates (row r's are ``counts[r]`` consecutive entries of ``cols``),
     own columns at -inf, and each row's own-column score (NaN where none).
 
-    One matmul per group of consecutive rows (:func:`_row_groups_of`): its query rows against the gallery
+    With faiss installed, one dot product per pair (:func:`_rescore_pairs`). Without it, one matmul per group of consecutive rows (:func:`_row_groups_of`): its query rows against the gallery
     rows of all their candidates, one row's after the other, then their own rows (and the first
     ``_MIN_UNION`` rows when that is short). The same kernel family as the full score block's matmul, so
     the same bits (see ``_GROUP_ROWS``). A column that is a candidate of two rows of a group is read twice
@@ -338,6 +391,8 @@ def _rescore_pass(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, coun
     adjacent rows of the evaluator benchmark), and deduplicating cost more than it saved (measured).
     Reading those gallery rows (random rows of a gallery larger than the caches) is most of the cost.
     """
+    if _pair_dots() is not None:
+        return _rescore_pairs(q, gallery, cols, counts, self_index)
     n = gallery.shape[0]
     vals = np.empty(len(cols), dtype=np.float32)
     self_score = np.full(len(counts), np.nan, dtype=np.float32)
