@@ -27,7 +27,7 @@ def _data(n_g: int = 700, n_q: int = 90, dim: int = 16, seed: int = 0):
     return q, g, qgi
 
 
-@pytest.mark.parametrize("backend", ["select", "torch", "faiss"])
+@pytest.mark.parametrize("backend", ["select", "torch", "faiss", "bf16"])
 @pytest.mark.parametrize("k", [1, 7, 50, 130])
 def test_streamed_search_equals_whole_gallery(tmp_path, backend, k):
     q, g, qgi = _data()

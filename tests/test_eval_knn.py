@@ -19,16 +19,16 @@ KS = (1, 5, 17, 40)
 
 def _assert_same(query: torch.Tensor, gallery: torch.Tensor, k: int, self_index: torch.Tensor,
                  default: bool = True) -> None:
-    """select == torch bit for bit; the default (auto: select or faiss, as timed here) == torch on the
-    lists where scores tie exactly (faiss may order last-bit near-ties differently)."""
+    """select == torch bit for bit; the default (auto: select, bf16 or faiss, as timed here) == torch on
+    the lists where scores tie exactly (bf16 and faiss may order last-bit near-ties differently)."""
     assert_same_as_torch("select", query, gallery, k, self_index)
     if not default:
         return
     a = GallerySearcher(gallery, backend="torch").search(query, k, self_index)
-    for backend in ("auto", "faiss"):  # whichever auto picked here, both candidates are checked
+    for backend in ("auto", "faiss", "bf16"):  # whichever auto picked here, every candidate is checked
         c = GallerySearcher(gallery, backend=backend).search(query, k, self_index)
         assert torch.equal(a.index, c.index), (backend, k)
-        torch.testing.assert_close(c.score, a.score)  # faiss' BLAS may differ in the last bit
+        torch.testing.assert_close(c.score, a.score)  # faiss' BLAS / bf16's pair dots may differ in the last bit
 
 
 def _k_equals_r(gallery: torch.Tensor, labels: np.ndarray, self_index: np.ndarray) -> None:

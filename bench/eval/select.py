@@ -22,7 +22,8 @@ re-scoring:
 * with faiss installed, one float32 dot product per candidate pair (C, straight from the gallery): a
   pair's score depends on its two rows only, so exact ties stay ties and the tie rule applies as
   everywhere, but last-bit near-ties may order differently from the float32 matmul (as with the faiss
-  backend). About half the cost of the other way, whose gather of gallery rows dominates it.
+  backend; rows scored by the float32 matmul itself, below, keep its scores). About half the cost of
+  the other way, whose gather of gallery rows dominates it.
 * without faiss, a float32 matmul of a group of >= 4 consecutive query rows against the gallery rows of
   their candidates: the BLAS gives a matmul entry the same bits whatever else shares the call once the
   call has >= 4 rows and >= 12 columns (MKL, measured), while no per-pair formula reproduces its
@@ -383,9 +384,10 @@ def _rescore_pass(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, coun
     """float32 scores of a pass's candidates (row r's are ``counts[r]`` consecutive entries of ``cols``),
     own columns at -inf, and each row's own-column score (NaN where none).
 
-    With faiss installed, one dot product per pair (:func:`_rescore_pairs`). Without it, one matmul per group of consecutive rows (:func:`_row_groups_of`): its query rows against the gallery
-    rows of all their candidates, one row's after the other, then their own rows (and the first
-    ``_MIN_UNION`` rows when that is short). The same kernel family as the full score block's matmul, so
+    With faiss installed, one dot product per pair (:func:`_rescore_pairs`). Without it, one matmul per
+    group of consecutive rows (:func:`_rescore_groups`): its query rows against the gallery rows of all
+    their candidates, one row's after the other, then their own rows (and the first ``_MIN_UNION`` rows
+    when that is short). The same kernel family as the full score block's matmul, so
     the same bits (see ``_GROUP_ROWS``). A column that is a candidate of two rows of a group is read twice
     rather than deduplicated: at k in the hundreds the rows' candidate sets overlap little (~8 % for
     adjacent rows of the evaluator benchmark), and deduplicating cost more than it saved (measured).
