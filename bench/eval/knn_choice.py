@@ -10,8 +10,8 @@ order as the evaluator's sort by R leaves them, k = 512 of a 100,000 gallery as 
 ``benchmarks/test_bench_eval.py``, the evaluator's chunking) and keeps the fastest. k / gallery sets
 how many candidates ``bf16`` re-scores: measured here (AMD EPYC, one thread, pair-by-pair re-scoring,
 960 queries of this job's data), it took 0.50x select's CPU time at k = 10, 0.55x at k = 100 and 0.69x
-at k = 560 of 100,000, but 0.91x at k = 512 of 40,000; without bf16 dot-product instructions the bf16
-matmul itself is slower than the float32 one.
+at k = 560 of 100,000, but 0.91x at k = 512 of 40,000. Without bf16 dot-product instructions the bf16
+matmul need not beat the float32 one at all (not measured here), which is why it is timed, not assumed.
 
 ``select`` returns exactly what the ``torch`` reference path returns. An alternative must be clearly
 faster (:data:`MARGIN`) to be picked, so a timing within noise does not switch it: faiss may order
