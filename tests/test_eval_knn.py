@@ -194,8 +194,8 @@ def test_the_timing_leaves_out_a_bf16_path_whose_lists_differ(monkeypatch, resco
     monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
     real = Searcher._search_bf16
 
-    def wrong(self, query, k, self_index):
-        nb = real(self, query, k, self_index)
+    def wrong(self, query, k, self_index, floor=None):
+        nb = real(self, query, k, self_index, floor)
         if error == "last_bit":
             nb.score[0, 0] = torch.nextafter(nb.score[0, 0], torch.tensor(0.0))
         else:  # pairs may differ in the last bits, not by a neighbour left out of the candidates

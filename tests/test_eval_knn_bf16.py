@@ -235,3 +235,26 @@ def test_bf16_floor_bits_compare_like_the_floats():
     assert (v[extra] >= np.broadcast_to(tau[:, None] - np.maximum(np.abs(tau[:, None]) * 2.0**-7, 2.0**-132),
                                         got.shape)[extra]).all()
     assert extra.sum() <= 4
+
+
+def test_bf16_floor_keeps_every_entry_at_or_above_it():
+    # a caller's floor (the k-th score of lists it already holds) may drop the entries below it, never one
+    # at or above it; ties at the floor stay, and rows whose floor is -inf are searched in full
+    rng = np.random.default_rng(12)
+    g = _clustered(rng, 5000, 32, unit=True)
+    q, k, self_index = g[:300], 60, torch.arange(300)
+    full = GallerySearcher(g, backend="bf16").search(q, k, self_index)
+    floor = full.score[:, k // 2].clone()
+    floor[::7] = float("-inf")
+    floor[1] = full.score[1, -1] + 1.0  # above every score: nothing wanted
+    got = GallerySearcher(g, backend="bf16").search(q, k, self_index, floor)
+    wanted = full.score >= floor.unsqueeze(1)  # these stay where they were; below the floor, some may go
+    assert torch.equal(full.index[wanted], got.index[wanted]) and torch.equal(full.score[wanted], got.score[wanted])
+    below = ~wanted & (got.index >= 0)  # what is still returned below the floor is genuine and below it
+    assert bool((got.score[below] < floor.unsqueeze(1).expand_as(got.score)[below]).all())
+    exact = (q @ g.T).gather(1, got.index.clamp(min=0))
+    assert torch.allclose(got.score[below], exact[below], rtol=1e-5, atol=1e-6)
+    assert bool(torch.isinf(got.score[~wanted & (got.index < 0)]).all())
+    assert torch.equal(got.index[::7], full.index[::7])
+    assert torch.equal(full.self_score, got.self_score)
+    assert int((got.index >= 0).sum()) < int((full.index >= 0).sum())  # entries below the floor were skipped

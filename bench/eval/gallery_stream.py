@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.eval.knn import ChunkNeighbors, GallerySearcher, resolve_backend
+from bench.eval.knn import ChunkNeighbors, GallerySearcher, first_nonfinite_row, resolve_backend
 
 BLOCK_BYTES = 32 << 20  # one gallery block in float32 (32,768 rows at 256-d)
 
@@ -77,9 +77,9 @@ class RowBlocks:
                 else:
                     block = np.asarray(self.arr[b0:b1])
                 t = torch.from_numpy(np.array(block, dtype=np.float32, copy=True))
-                if not bool(torch.isfinite(t.sum(dim=1, dtype=torch.float64)).all()):
-                    bad = b0 + int(torch.nonzero(~torch.isfinite(t).all(dim=1))[0])
-                    raise ValueError(f"gallery embeddings has a non-finite value (NaN/inf) in row {bad}")
+                bad = first_nonfinite_row(t)
+                if bad is not None:
+                    raise ValueError(f"gallery embeddings has a non-finite value (NaN/inf) in row {b0 + bad}")
                 if self.normalize:
                     t = torch.nn.functional.normalize(t, dim=1)
                 yield b0, t
@@ -129,8 +129,11 @@ class StreamedGallerySearcher:
         for b0, block in self.blocks:
             inside = (self_index >= b0) & (self_index < b0 + len(block))
             local = torch.where(inside, self_index - b0, torch.full_like(self_index, -1))
+            # the k-th score so far: a later column below it cannot enter the merged list (one equal to
+            # it neither: it has the higher index), so a block's search may skip re-scoring those
+            floor = None if best is None else best.score[:, k - 1]
             found = GallerySearcher(block, backend=self.backend, mem_budget_bytes=self.mem_budget_bytes).search(
-                query, k, local)
+                query, k, local, floor)
             if found.index.shape[1] < k:  # a block shorter than k: pad to the common width
                 pad = k - found.index.shape[1]
                 found = ChunkNeighbors(

@@ -32,7 +32,7 @@ import torch
 
 from bench.eval import metrics as metric_families
 from bench.eval.gallery_stream import StreamedGallerySearcher
-from bench.eval.knn import GallerySearcher, choose_chunk_size
+from bench.eval.knn import GallerySearcher, choose_chunk_size, first_nonfinite_row
 from bench.eval.knn_choice import auto_choice
 from bench.eval.labels import as_label_array, remap_labels
 from bench.eval.retrieval_families import RankedBlock
@@ -57,12 +57,8 @@ def _to_float_tensor(x: Any, name: str) -> torch.Tensor:
     if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
         raise ValueError(f"{name} must be numeric, got dtype {t.dtype}")
     t = t.to(torch.float32).contiguous()
-    # a finite row sum proves every entry finite (NaN/inf propagate); float32 sums cost ~4 % of float64 ones
-    # here, and where one overflows from finite entries the float64 sum (which cannot) decides that row
-    sums = t.sum(dim=1)
-    suspect = torch.nonzero(~torch.isfinite(sums)).flatten()
-    if len(suspect) and not bool(torch.isfinite(t[suspect].sum(dim=1, dtype=torch.float64)).all()):
-        bad = int(torch.nonzero(~torch.isfinite(t).all(dim=1))[0])
+    bad = first_nonfinite_row(t)
+    if bad is not None:
         raise ValueError(f"{name} has a non-finite value (NaN/inf) in row {bad}")
     return t
 

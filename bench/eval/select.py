@@ -105,7 +105,7 @@ def _sort_candidates(block: np.ndarray, flat: np.ndarray, counts: np.ndarray, k:
 
 def _sort_lines(cols: np.ndarray, vals: np.ndarray, counts: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first k of each row's candidates (``counts[r]`` consecutive entries of ``cols`` / ``vals``, in
-    ascending column order) by (score descending, column ascending).
+    ascending column order) by (score descending, column ascending), -inf past a row's last candidate.
 
     Candidates are laid out one row per line, padded with -inf. Each gets one integer key, the score's
     descending key shifted left with its place in the line below it: keys are distinct, so numpy's fast
@@ -115,7 +115,7 @@ def _sort_lines(cols: np.ndarray, vals: np.ndarray, counts: np.ndarray, k: int) 
     n_rows = len(counts)
     starts = np.cumsum(counts) - counts
     pos = np.arange(len(cols)) - np.repeat(starts, counts)
-    width = int(counts.max())
+    width = max(k, int(counts.max(initial=0)))  # a line shorter than k (a caller's floor) ends in -inf
     shift = max(1, (width - 1).bit_length())  # 32 + shift bits: fits int64 for any line of < 2**31 entries
     pad_col = np.zeros((n_rows, width), dtype=np.int64)
     pad_score = np.full((n_rows, width), -np.inf, dtype=np.float32)
@@ -286,12 +286,19 @@ def bf16_error(query: Bf16Rows, gallery: Bf16Rows) -> np.ndarray:
     return e * (1.0 + 2.0**-10)
 
 
-def _candidate_floor(theta: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """F^-1(theta - 2E - c|theta|): the lowest bf16 score a column can have and still reach the top k."""
-    y = theta - 2.0 * e - _BF16_C * np.abs(theta)
+def _reach_floor(low: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """F^-1(L - E): the lowest bf16 score whose column's float32 score can be >= ``low`` (-inf where L is not finite)."""
+    y = low - e
     with np.errstate(invalid="ignore"):
         tau = np.where(y >= 0, y / (1.0 + _BF16_C), y / (1.0 - _BF16_C))
-    return np.where(np.isfinite(theta), tau, -np.inf)
+    return np.where(np.isfinite(low), tau, -np.inf)
+
+
+def _candidate_floor(theta: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """F^-1(theta - 2E - c|theta|): the lowest bf16 score a column can have and still reach the top k
+    (theta at or below the k-th bf16 score puts the float32 k-th at or above theta - E - c|theta|)."""
+    with np.errstate(invalid="ignore"):
+        return _reach_floor(np.where(np.isfinite(theta), theta - e - _BF16_C * np.abs(theta), theta), e)
 
 
 def _bf16_floor_bits(tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -461,7 +468,8 @@ def _float32_rows(q: torch.Tensor, gallery: torch.Tensor, self_index: torch.Tens
 
 
 def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: int,
-                     self_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     self_index: torch.Tensor, floor: np.ndarray | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact float32 top-``k`` from bfloat16 scores: candidates by the error bound above, re-scored in float32.
 
     Args:
@@ -469,10 +477,14 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
         query, gallery: :func:`bf16_rows` of the query block and of the gallery.
         k: 1 <= k <= n.
         self_index: (c,) int64 own gallery row per query, -1 for none.
+        floor: (c,) optional scores below which a row wants nothing: candidates whose float32 score
+            cannot reach it are not re-scored, and a row may come back with fewer than k entries
+            (the rest -inf).
 
     Returns:
         ``(index, score, self_score)``: what :func:`select_topk` returns for the float32 block with the
-        own column set to -inf, and the own column's float32 score (NaN where none).
+        own column set to -inf (with ``floor``: its entries at or above the floor, then -inf), and the
+        own column's float32 score (NaN where none).
     """
     c, n = sims.shape
     index = torch.empty((c, k), dtype=torch.int64)
@@ -492,6 +504,10 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
             index[r0:r1], score[r0:r1], self_score[r0:r1] = _float32_rows(query.exact[r0:r1], gallery.exact,
                                                                           self_index[r0:r1], k)
             continue
+        if floor is not None:  # only columns whose float32 score can reach the caller's floor
+            keep = _bits_to_float(sims.view(torch.int16).numpy()[r0:r1].reshape(-1)[flat]) >= np.repeat(
+                _reach_floor(floor[r0:r1], e[r0:r1]).astype(np.float32), counts)
+            flat, counts = flat[keep], np.bincount(np.repeat(np.arange(r1 - r0), counts)[keep], minlength=r1 - r0)
         cols = flat % n
         vals, own = _rescore_pass(query.exact[r0:r1], gallery.exact, cols, counts, selfs[r0:r1])
         self_score[r0:r1] = torch.from_numpy(own)
