@@ -11,6 +11,7 @@ process and interleaved round by round:
 * ``ours_faiss``  the same with ``backend="faiss"`` (a candidate of ``auto``);
 * ``ours_bf16``   the same with ``backend="bf16"`` (bfloat16 matmul, candidates re-scored in float32,
                   pair by pair with faiss; the third candidate of ``auto``);
+* ``ours_bf16_matmul`` the same, candidates re-scored by the grouped float32 matmul (bf16 without faiss);
 * ``ours_coarse`` / ``ours_coarse_torch`` / ``ours_coarse_bf16``  coarse labels only (the metric set PML
                   computes, and more);
 * ``pml``         pytorch-metric-learning ``AccuracyCalculator(k="max_bin_count")`` with its default
@@ -65,6 +66,18 @@ def _set_threads() -> None:
         pass
 
 
+def _matmul_rescoring(fn):
+    """``fn()`` with bf16's candidates re-scored by the grouped float32 matmul (its way without faiss)."""
+    from bench.eval import select
+
+    real = select._pair_dots
+    select._pair_dots = lambda: None
+    try:
+        return fn()
+    finally:
+        select._pair_dots = real
+
+
 def _timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -104,6 +117,8 @@ def test_bench_retrieval(benchmark, n_gallery):
         "ours_faiss": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="faiss"),
         "ours_select": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="select"),
         "ours_bf16": lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="bf16"),
+        "ours_bf16_matmul": lambda: _matmul_rescoring(
+            lambda: retrieval_metrics(q, x, both, query_gallery_index=qgi, backend="bf16")),
         "ours_coarse": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi),
         "ours_coarse_torch": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi, backend="torch"),
         "ours_coarse_bf16": lambda: retrieval_metrics(q, x, coarse, query_gallery_index=qgi, backend="bf16"),
@@ -147,6 +162,7 @@ def test_bench_retrieval(benchmark, n_gallery):
         "ours_select/ours_faiss": wall["ours_select"] / wall["ours_faiss"],
         "ours_bf16/mm": wall["ours_bf16"] / wall["mm"],
         "ours_bf16/ours_select": wall["ours_bf16"] / wall["ours_select"],
+        "ours_bf16/ours_bf16_matmul": wall["ours_bf16"] / wall["ours_bf16_matmul"],
         "ours_coarse/pml": wall["ours_coarse"] / wall["pml"],
         "ours_coarse_torch/pml": wall["ours_coarse_torch"] / wall["pml"],
         "ours_coarse_bf16/pml": wall["ours_coarse_bf16"] / wall["pml"],
@@ -162,6 +178,7 @@ def test_bench_retrieval(benchmark, n_gallery):
         "ours_select/ours_faiss": cpu["ours_select"] / cpu["ours_faiss"],
         "ours_bf16/mm": cpu["ours_bf16"] / cpu["mm"],
         "ours_bf16/ours_select": cpu["ours_bf16"] / cpu["ours_select"],
+        "ours_bf16/ours_bf16_matmul": cpu["ours_bf16"] / cpu["ours_bf16_matmul"],
         "ours_coarse/pml": cpu["ours_coarse"] / cpu["pml"],
         "ours_coarse_torch/pml": cpu["ours_coarse_torch"] / cpu["pml"],
         "ours_coarse_bf16/pml": cpu["ours_coarse_bf16"] / cpu["pml"],
