@@ -170,8 +170,8 @@ class GallerySearcher:
 
         ``floor`` (optional, per query row): scores below it are not wanted (a caller merging this
         gallery's lists with others already holds k scores at or above it). The ``bf16`` backend then
-        skips re-scoring the columns that cannot reach it, and may return fewer than k real entries
-        (padded with -1 / -inf); every entry at or above the floor is returned as without one.
+        skips re-scoring the columns that cannot reach it: the entries at or above the floor come back
+        exactly as without one, those below it may be left out (-1 / -inf in their place).
         """
         k = max(1, min(int(k), self.n))
         if self.backend == "faiss":
