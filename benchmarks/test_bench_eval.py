@@ -70,12 +70,12 @@ def _matmul_rescoring(fn):
     """``fn()`` with bf16's candidates re-scored by the grouped float32 matmul (its way without faiss)."""
     from bench.eval import select
 
-    real = select._pair_dots
-    select._pair_dots = lambda: None
+    real = select.pair_dots
+    select.pair_dots = lambda: None
     try:
         return fn()
     finally:
-        select._pair_dots = real
+        select.pair_dots = real
 
 
 def _timed(fn):
@@ -88,12 +88,11 @@ def _timed(fn):
 def test_bench_retrieval(benchmark, n_gallery):
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-    from bench.eval.knn import choose_chunk_size
+    from bench.eval.knn import choose_chunk_size, resolve_backend
     from bench.eval.retrieval import retrieval_metrics
+    from bench.eval.select import pair_dots
 
     _set_threads()
-    from bench.eval.knn import resolve_backend
-
     resolve_backend("auto")  # the once-per-machine timing of auto is not any timed row's work
     x, cat, pid = make_data(n_gallery)
     q = x[:N_QUERY]
@@ -196,9 +195,7 @@ def test_bench_retrieval(benchmark, n_gallery):
     print("\n" + json.dumps(info, indent=1))
     for v in agree.values():  # correctness is asserted; time is only reported
         assert v < 1e-3  # faiss-L2 vs float32 dot ranking: a near-tie swap at rank 1 moves P@1 by 1/Q
-    from bench.eval.select import _pair_dots
-
-    if _pair_dots() is None:  # bf16 re-scored by the float32 matmul: the same lists, bit for bit
+    if pair_dots() is None:  # bf16 re-scored by the float32 matmul: the same lists, bit for bit
         assert outs["ours_bf16"].metrics == outs["ours_select"].metrics
     else:  # re-scored pair by pair: last-bit near-ties may swap, as with faiss
         assert max(abs(v - outs["ours_select"].metrics[k]) for k, v in outs["ours_bf16"].metrics.items()) < 1e-3

@@ -188,8 +188,8 @@ def test_the_timing_leaves_out_a_bf16_path_whose_lists_differ(monkeypatch, resco
     from bench.eval.knn import GallerySearcher as Searcher
 
     if rescoring == "matmul":  # must equal select's lists bit for bit: one bit off is caught
-        monkeypatch.setattr(select, "_pair_dots", lambda: None)
-    elif select._pair_dots() is None:
+        monkeypatch.setattr(select, "pair_dots", lambda: None)
+    elif select.pair_dots() is None:
         pytest.skip("pair-by-pair re-scoring needs faiss")
     monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
     real = Searcher._search_bf16
@@ -209,7 +209,7 @@ def test_the_timing_leaves_out_a_bf16_path_whose_lists_differ(monkeypatch, resco
 def test_the_timing_keeps_a_pair_rescored_bf16_path_that_agrees(monkeypatch):
     from bench.eval import knn_choice, select
 
-    if select._pair_dots() is None:
+    if select.pair_dots() is None:
         pytest.skip("pair-by-pair re-scoring needs faiss")
     monkeypatch.setattr(knn_choice, "_JOB", {"queries": 64, "gallery": 3000, "dim": 16, "k": 50})
     assert set(knn_choice._time_backends()) == {"select", "faiss", "bf16"}

@@ -34,8 +34,8 @@ def rescoring(request, monkeypatch):
     if request.param == "matmul":
         if not _pairs_scored_alike():
             pytest.skip("this BLAS scores a pair differently by call shape")
-        monkeypatch.setattr(select, "_pair_dots", lambda: None)
-    elif select._pair_dots() is None:
+        monkeypatch.setattr(select, "pair_dots", lambda: None)
+    elif select.pair_dots() is None:
         pytest.skip("pair-by-pair re-scoring needs faiss")
     _MODE["now"] = request.param
     return request.param
@@ -43,7 +43,7 @@ def rescoring(request, monkeypatch):
 
 def _pair_scores(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
     """Every (query, gallery) score by the pair-by-pair re-scoring's own dot product."""
-    fn, ptr = select._pair_dots()
+    fn, ptr = select.pair_dots()
     q, g = np.ascontiguousarray(query.numpy()), np.ascontiguousarray(gallery.numpy())
     ids = np.tile(np.arange(len(g), dtype=np.int64), (len(q), 1))
     out = np.empty(ids.shape, dtype=np.float32)

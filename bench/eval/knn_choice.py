@@ -17,8 +17,8 @@ matmul need not beat the float32 one at all (not measured here), which is why it
 faster (:data:`MARGIN`) to be picked, so a timing within noise does not switch it: faiss may order
 last-bit near-ties differently, and ``bf16`` is taken only if its lists on the timing job agree with
 ``select``'s (:func:`bf16_agrees`: bit for bit where it re-scores by the float32 matmul; within float32
-rounding where it re-scores pair by pair, which like faiss may order last-bit near-ties differently). The choice is cached in ``$M5BENCH_HOME/knn_backend.json``
-under the CPU model, thread count, library versions and :data:`VERSION`, and :func:`auto_choice` says
+rounding where it re-scores pair by pair, which like faiss may order last-bit near-ties differently).
+The choice is cached in ``$M5BENCH_HOME/knn_backend.json`` under the CPU model, thread count, library versions and :data:`VERSION`, and :func:`auto_choice` says
 how it was made (results record it).
 """
 
@@ -119,7 +119,7 @@ def bf16_agrees(bf16: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor
     """
     from bench.eval import select
 
-    if select._pair_dots() is None:
+    if select.pair_dots() is None:
         return all(torch.equal(a, b) for a, b in zip(bf16, ref))
     (i_b, s_b), (i_r, s_r) = bf16, ref
     return bool(torch.allclose(s_b, s_r, rtol=1e-5, atol=1e-6)) and float((i_b != i_r).float().mean()) <= 0.01

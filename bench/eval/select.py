@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -340,7 +342,7 @@ def _rescore_groups(c: int) -> list[tuple[int, int]]:
     return list(zip(cuts, [*cuts[1:], c]))
 
 
-def _pair_dots():
+def pair_dots() -> tuple[Callable[..., None], Callable[..., Any]] | None:
     """faiss' ``fvec_inner_products_by_idx`` (float32 dot products of listed pairs, in C) and ``swig_ptr``,
     or None where faiss is not installed."""
     try:
@@ -353,7 +355,7 @@ def _pair_dots():
 
 def rescoring() -> str:
     """How :func:`select_topk_bf16` re-scores its candidates here (results of the bf16 backend record it)."""
-    if _pair_dots() is not None:
+    if pair_dots() is not None:
         return ("float32 dot product of each candidate pair (faiss fvec_inner_products_by_idx): the exact "
                 "top-k under those scores; last-bit near-ties may order differently from the float32 matmul")
     return ("float32 matmul of 4-row groups against their candidates: the float32 matmul's scores, bit for "
@@ -370,7 +372,7 @@ def _rescore_pairs(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, cou
     100,000 and 0.75x at 300,000 gallery rows, AMD EPYC, one thread). A pair's score
     depends on the two rows only, so equal rows score equally (exact ties stay ties) whatever the call.
     """
-    fn, ptr = _pair_dots()
+    fn, ptr = pair_dots()
     c = len(counts)
     width = int(counts.max(initial=0))
     starts = np.cumsum(counts) - counts
@@ -401,7 +403,7 @@ def _rescore_pass(q: torch.Tensor, gallery: torch.Tensor, cols: np.ndarray, coun
     adjacent rows of the evaluator benchmark), and deduplicating cost more than it saved (measured).
     Reading those gallery rows (random rows of a gallery larger than the caches) is most of the cost.
     """
-    if _pair_dots() is not None:
+    if pair_dots() is not None:
         return _rescore_pairs(q, gallery, cols, counts, self_index)
     n = gallery.shape[0]
     vals = np.empty(len(cols), dtype=np.float32)
