@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.eval import select
+
 MARGIN = 0.95  # an alternative is picked only when it takes < 95% of select's time
 VERSION = 3  # of the timing: 2 added bf16; 3 its pair-by-pair re-scoring, so cached choices are timed again
 _JOB = {"queries": 640, "gallery": 100_000, "dim": 256, "k": 512}
@@ -117,8 +119,6 @@ def bf16_agrees(bf16: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor
     ``ref``'s (a top-k member missing from the candidates shifts the ranks after it by a score gap, far
     more at this job's density) and at most 1 % of the entries holding another index (near-ties).
     """
-    from bench.eval import select
-
     if select.pair_dots() is None:
         return all(torch.equal(a, b) for a, b in zip(bf16, ref))
     (i_b, s_b), (i_r, s_r) = bf16, ref

@@ -436,8 +436,9 @@ def _kth_of_lines(vals: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
 
 
 def _bf16_pass(sims: torch.Tensor, r0: int, r1: int, theta: np.ndarray, e: np.ndarray, k: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates of rows r0:r1 (row-major flat positions within them, counts) and their exact k-th bf16 score.
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates of rows r0:r1 (row-major flat positions within them, counts), their bf16 scores (as
+    float32) and each row's exact k-th bf16 score.
 
     The first pass uses the sampled ``theta``; a row whose candidates hold k or more scores has its exact
     k-th among them, and keeps the candidates at or above its floor when that floor is not below the
@@ -456,7 +457,7 @@ def _bf16_pass(sims: torch.Tensor, r0: int, r1: int, theta: np.ndarray, e: np.nd
         vals = _bits_to_float(bits.reshape(-1)[flat])
     rows = np.repeat(np.arange(r1 - r0), counts)
     keep = vals >= _candidate_floor(exact, ee)[rows]
-    return flat[keep], np.bincount(rows[keep], minlength=r1 - r0), exact
+    return flat[keep], np.bincount(rows[keep], minlength=r1 - r0), vals[keep], exact
 
 
 def _float32_rows(q: torch.Tensor, gallery: torch.Tensor, self_index: torch.Tensor, k: int
@@ -500,7 +501,7 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
     step = max(2 * _GROUP_ROWS, _BF16_PASS_ELEMS // n)
     bounds = [*range(0, max(1, c - 2 * _GROUP_ROWS), step), c]  # passes of >= 2 groups (or the only one)
     for r0, r1 in itertools.pairwise(bounds):
-        flat, counts = (None, None) if c < _GROUP_ROWS else _bf16_pass(sims, r0, r1, theta, e, k)[:2]
+        flat, counts, vals16, _ = (None,) * 4 if c < _GROUP_ROWS else _bf16_pass(sims, r0, r1, theta, e, k)
         if counts is None or counts.sum() > _MAX_CANDIDATE_FRACTION * n * (r1 - r0):
             # fewer rows than a group (BLAS kernels for 1-3 rows give bits by call shape: only the
             # full row matches), or near-constant scores: the float32 matmul of these rows, as select
@@ -508,8 +509,7 @@ def select_topk_bf16(sims: torch.Tensor, query: Bf16Rows, gallery: Bf16Rows, k: 
                                                                           self_index[r0:r1], k)
             continue
         if floor is not None:  # only columns whose float32 score can reach the caller's floor
-            keep = _bits_to_float(sims.view(torch.int16).numpy()[r0:r1].reshape(-1)[flat]) >= np.repeat(
-                _reach_floor(floor[r0:r1], e[r0:r1]).astype(np.float32), counts)
+            keep = vals16 >= np.repeat(_reach_floor(floor[r0:r1], e[r0:r1]), counts)
             flat, counts = flat[keep], np.bincount(np.repeat(np.arange(r1 - r0), counts)[keep], minlength=r1 - r0)
         cols = flat % n
         vals, own = _rescore_pass(query.exact[r0:r1], gallery.exact, cols, counts, selfs[r0:r1])
